@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# mini_synth: the embedded default corpus (espeak-ng speech synthesised on the fly, about
+# 30 minutes of audio), small enough to run every stage on a CPU in minutes.
+# Usage: ./run.sh [--stage N] [--stop_stage M] [any option of ssl.sh]
+set -euo pipefail
+
+train_set=train                 # unlabeled pretraining set
+labeled_set=train_labeled       # labeled subset of train for fine-tuning
+valid_set=dev                   # held-out voices and sentences
+test_sets="dev test"            # sets scored after fine-tuning
+
+./ssl.sh \
+    --train_set "${train_set}" \
+    --labeled_set "${labeled_set}" \
+    --valid_set "${valid_set}" \
+    --test_sets "${test_sets}" \
+    --local_data_opts "--config conf/corpus.conf" \
+    "$@"
