@@ -60,9 +60,8 @@ if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
         rm -f "${done_file}"
         # shellcheck disable=SC2086
         local/data.sh ${local_data_opts}
-        for dset in ${sets}; do
-            python -m espnet2.bin.validate_data_dir --sample_rate "${fs}" "data/${dset}"
-        done
+        # shellcheck disable=SC2046
+        python -m espnet2.bin.validate_data_dir --sample_rate "${fs}" $(printf 'data/%s ' ${sets})
         mkdir -p data
         echo "${stamp}" > "${done_file}"
     fi
