@@ -14,11 +14,10 @@ status 1; the remaining directories are not checked. The checks are listed in
 """
 
 import argparse
-import logging
-import sys
 from typing import Optional, Sequence
 
 from espnet2.fileio.kaldi_data_dir import DataDirError, validate_data_dir
+from espnet2.utils.tool_logging import exit_with_error, start_tool_logging
 from espnet2.utils.types import str2bool
 
 
@@ -72,11 +71,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
         cmd: Command-line arguments; None reads ``sys.argv``.
     """
     args = get_parser().parse_args(cmd)
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s",
-    )
-    logging.info(f"validate_data_dir arguments: {vars(args)}")
+    start_tool_logging("validate_data_dir", args, args.log_level)
     for data_dir in args.data_dirs:
         try:
             summary = validate_data_dir(
@@ -87,8 +82,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
                 duration_tolerance=args.duration_tolerance,
             )
         except DataDirError as err:
-            print(f"ERROR: {err}", file=sys.stderr)
-            sys.exit(1)
+            exit_with_error("validate_data_dir", str(err))
         print(summary.describe(data_dir))
 
 

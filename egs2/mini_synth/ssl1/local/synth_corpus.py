@@ -15,12 +15,13 @@ itself is described in :mod:`espnet2.ssl.synth.corpus`.
 """
 
 import argparse
-import logging
-import sys
 from typing import Optional, Sequence
 
 from espnet2.ssl.synth.corpus import SynthCorpusConfig, build_corpus
 from espnet2.ssl.synth.espeak import EspeakError
+from espnet2.utils.tool_logging import exit_with_error, start_tool_logging
+
+TOOL = "synth_corpus.py"
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -75,11 +76,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
         cmd: Command-line arguments; None reads ``sys.argv``.
     """
     args = get_parser().parse_args(cmd)
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s",
-    )
-    logging.info(f"synth_corpus.py arguments: {vars(args)}")
+    start_tool_logging(TOOL, args)
     try:
         config = SynthCorpusConfig(
             seed=args.seed,
@@ -89,17 +86,15 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
             test_minutes=args.test_minutes,
         )
     except (TypeError, ValueError) as error:
-        print(f"synth_corpus.py: error: bad arguments: {error}", file=sys.stderr)
-        sys.exit(1)
+        exit_with_error(TOOL, f"bad arguments: {error}")
     try:
         build_corpus(config, args.out_dir, args.audio_dir)
     except EspeakError as error:
-        print(
-            f"synth_corpus.py: error: speech synthesis failed: {error}. Check that "
-            "the espeakng-loader wheel is installed in tools/venv (make -C tools).",
-            file=sys.stderr,
+        exit_with_error(
+            TOOL,
+            f"speech synthesis failed: {error}. Check that the espeakng-loader wheel "
+            "is installed in tools/venv (make -C tools).",
         )
-        sys.exit(1)
 
 
 if __name__ == "__main__":
