@@ -1,0 +1,383 @@
+"""ESPnet's encoder-only SSL model, with the fixes the wav2vec 2.0 objective needs.
+
+Replaces ``espnet2/ssl/espnet_model.py`` of ESPnet 202511 (CONTRIBUTING.md lists it).
+Every constructor argument and method of ESPnet's ``ESPnetSSLModel`` keeps working
+(HuBERT configs train as before); what changes:
+
+* masking no longer overwrites the unmasked features losses read (``preencoder``);
+* ``features`` (the CNN output after an optional LayerNorm, fairseq's quantizer input)
+  and ``features_penalty`` (fairseq ``features_pen``: mean square of the raw CNN
+  output) can be requested by a loss;
+* ``feature_grad_mult`` scales the gradient reaching the CNN (fairseq
+  ``feature_grad_mult``; 0 freezes it);
+* ``num_updates`` counts optimizer updates, not forward passes: the SSL task hooks
+  the optimizer, so schedules (Gumbel temperature) are right under ``accum_grad`` and
+  skipped steps, and the count is saved in checkpoints;
+* validation masks are deterministic: each utterance's mask is seeded from its audio.
+
+References: wav2vec 2.0 (Baevski et al., 2020, arXiv:2006.11477); fairseq
+``fairseq/models/wav2vec/wav2vec2.py`` @ 3d262bb2 (``Wav2Vec2Model.forward``).
+"""
+
+import contextlib
+import logging
+from typing import Dict, List, Optional, Set, Tuple, Union
+
+import torch
+from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
+from typeguard import typechecked
+
+from espnet2.asr.encoder.abs_encoder import AbsEncoder
+from espnet2.asr.frontend.abs_frontend import AbsFrontend
+from espnet2.asr.preencoder.abs_preencoder import AbsPreEncoder
+from espnet2.asr.specaug.abs_specaug import AbsSpecAug
+from espnet2.layers.abs_normalize import AbsNormalize
+from espnet2.ssl.loss.abs_loss import AbsSSLLoss
+from espnet2.ssl.utils.grad_multiply import scale_grad
+from espnet2.torch_utils.device_funcs import force_gatherable
+from espnet2.train.abs_espnet_model import AbsESPnetModel
+
+MASK_UTILS = ("block_mask", "mask")  # block masking wins when both are configured
+
+
+def utterance_seeds(speech: torch.Tensor, speech_lengths: torch.Tensor) -> List[int]:
+    """A seed per utterance that depends only on its audio samples.
+
+    Args:
+        speech: Waveforms (B, S), padded with anything.
+        speech_lengths: Valid samples per utterance (B,).
+
+    Returns:
+        B integers in [0, 2**31): the same utterance gives the same seed in every
+        epoch and in any batch.
+    """
+    seeds = []
+    for wave, length in zip(speech.detach().float().cpu(), speech_lengths.tolist()):
+        quantised = torch.round(wave[:length] * 32768).to(torch.int64)
+        weights = torch.arange(length, dtype=torch.int64) % 7919 + 1
+        seeds.append(int(((quantised * weights).sum() + length * 104729) % (2**31)))
+    return seeds
+
+
+@contextlib.contextmanager
+def _seeded_rng(seed: int, device: torch.device):
+    """Runs the block with torch's generators seeded, then restores their state."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+class ESPnetSSLModel(AbsESPnetModel):
+    """An encoder-only SSL model: frontend -> preencoder -> mask -> encoder -> losses.
+
+    Objectives: HuBERT (``hubert``), wav2vec 2.0 (``wav2vec2``); several losses can
+    be combined by listing them under ``loss:`` in the training config.
+    """
+
+    @typechecked
+    def __init__(
+        self,
+        frontend: Optional[AbsFrontend],
+        specaug: Optional[AbsSpecAug],
+        normalize: Optional[AbsNormalize],
+        preencoder: Optional[AbsPreEncoder],
+        encoder: AbsEncoder,
+        losses: List[AbsSSLLoss],
+        util_attributes: Set[str],
+        required_inputs: Set[str],
+        util_modules: torch.nn.ModuleDict,
+        token_list: Union[Tuple[str, ...], List[str]] = None,
+        extract_feats_in_collect_stats: bool = True,
+        feature_grad_mult: float = 1.0,
+        feature_layer_norm: bool = False,
+        input_dropout: float = 0.0,
+        **kwargs,
+    ):
+        """Builds the model from modules made by ``SSLTask.build_model``.
+
+        Args:
+            frontend: Waveform -> features, e.g. the wav2vec 2.0 CNN.
+            specaug: Optional augmentation of the features (training only).
+            normalize: Optional feature normalisation.
+            preencoder: Optional projection to the encoder size (fairseq
+                ``post_extract_proj``; its dropout is fairseq ``dropout_input``).
+            encoder: The context network.
+            losses: The SSL objectives.
+            util_attributes: Utilities the losses need (e.g. ``{"mask"}``).
+            required_inputs: Data keys the losses read (see ``encode``).
+            util_modules: The utility modules, keyed by attribute.
+            token_list: Label vocabulary (HuBERT targets).
+            extract_feats_in_collect_stats: Read by ESPnet's collect-stats stage.
+            feature_grad_mult: Gradient scale for the frontend output. fairseq
+                ``feature_grad_mult``; BASE = 0.1; 0 freezes the frontend.
+            feature_layer_norm: LayerNorm over the frontend output before the
+                preencoder and the quantizer (fairseq ``layer_norm`` after the
+                feature extractor); use with ``frontend_conf.normalize_output: false``.
+            input_dropout: Dropout on the preencoder output, before masking. fairseq
+                ``dropout_input``; BASE = 0.1 (ESPnet's preencoder dropout acts on
+                its input instead).
+            **kwargs: Ignored (ESPnet passes e.g. ``vocab_size``).
+        """
+        super().__init__()
+        self.token_list = list(token_list or [])
+        self.frontend = frontend
+        self.specaug = specaug
+        self.normalize = normalize
+        self.preencoder = preencoder
+        self.encoder = encoder
+        self.losses = torch.nn.ModuleList(losses)
+        self.util_attributes = util_attributes
+        self.required_inputs = required_inputs
+        self.util_modules = util_modules
+        self.feature_grad_mult = feature_grad_mult
+        self.input_dropout = torch.nn.Dropout(input_dropout)
+        self.feature_norm = None
+        if feature_layer_norm:
+            if frontend is None:
+                raise ValueError("feature_layer_norm needs a frontend")
+            self.feature_norm = torch.nn.LayerNorm(frontend.output_size())
+        # forward passes in training (ESPnet's counter, kept for compatibility)
+        self.register_buffer("global_step", torch.tensor([0]))
+        # optimizer updates, counted by a hook that SSLTask.build_optimizers installs
+        self.register_buffer("num_updates", torch.tensor([0]))
+        self.update_hook_installed = False
+
+    def count_optimizer_updates(self, optimizer: torch.optim.Optimizer) -> None:
+        """Makes ``optimizer`` count its updates in ``num_updates`` (a post-step hook).
+
+        Called by ``SSLTask.build_optimizers``. Only real steps are counted: not the
+        micro-batches of ``accum_grad``, nor steps skipped for non-finite gradients.
+        """
+        optimizer.register_step_post_hook(lambda *_: self.num_updates.add_(1))
+        self.update_hook_installed = True
+
+    def _step_schedules(self) -> None:
+        """Sets every loss/util schedule (e.g. Gumbel temperature) to the update count.
+
+        Without the optimizer hook (e.g. DeepSpeed) the count falls back to training
+        forward passes, which is wrong under ``accum_grad > 1`` (logged once).
+        """
+        if not self.update_hook_installed and self.training:
+            if int(self.num_updates) == 0 and int(self.global_step) == 1:
+                logging.warning(
+                    "No optimizer hook: num_updates counts forward passes "
+                    "(wrong under accum_grad > 1)."
+                )
+            self.num_updates.copy_(self.global_step)
+        updates = int(self.num_updates)
+        for name, module in self.util_modules.items():
+            if name == "ema":  # ESPnet's EMA util also takes the encoder
+                module.step(updates, self.encoder)
+            elif hasattr(module, "step"):
+                module.step(updates)
+        for loss_func in self.losses:
+            if hasattr(loss_func, "step"):
+                loss_func.step(updates)
+
+    def collect_feats(
+        self,
+        speech: torch.Tensor,
+        speech_lengths: torch.Tensor,
+        text: torch.Tensor = None,
+        text_lengths: torch.Tensor = None,
+        **kwargs,
+    ) -> Dict[str, torch.Tensor]:
+        """Frontend features for ESPnet's collect-stats stage."""
+        feats, feats_lengths = self._extract_feats(speech, speech_lengths)
+        return {"feats": feats, "feats_lengths": feats_lengths}
+
+    def forward(
+        self,
+        speech: torch.Tensor,
+        speech_lengths: torch.Tensor,
+        text: torch.Tensor = None,
+        text_lengths: torch.Tensor = None,
+        **kwargs,
+    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], torch.Tensor]:
+        """Computes every loss.
+
+        Args:
+            speech: Waveforms (B, S) float, padded.
+            speech_lengths: Valid samples (B,) long.
+            text: Frame labels (B, L) long (HuBERT), padded with -1.
+            text_lengths: (B,) long.
+
+        Returns:
+            The loss (a mean per sample; ``stats["sample_size"]`` is its weight when
+            a loss reports one, else the batch size), the stats, and the weight.
+        """
+        assert speech.shape[0] == speech_lengths.shape[0], speech.shape
+        if "ema" in self.util_modules:  # moved here to avoid NCCL issues (ESPnet)
+            self.util_modules["ema"].update_device_and_type(speech.device, speech.dtype)
+        self._step_schedules()
+        if self.training:
+            total_loss, stats = self._losses(speech, speech_lengths, text, text_lengths)
+        else:  # deterministic: same masks and negatives in every validation epoch
+            seeds = utterance_seeds(speech, speech_lengths)
+            with _seeded_rng(sum(seeds) % (2**31), speech.device):
+                total_loss, stats = self._losses(
+                    speech, speech_lengths, text, text_lengths, seeds
+                )
+        stats["loss"] = total_loss.detach().item()
+        weight = stats.get("sample_size", speech.shape[0])
+        total_loss, stats, weight = force_gatherable(
+            (total_loss, stats, weight), total_loss.device
+        )
+        if self.training:
+            self.global_step = self.global_step + 1
+        return total_loss, stats, weight
+
+    def _losses(
+        self,
+        speech: torch.Tensor,
+        speech_lengths: torch.Tensor,
+        text: Optional[torch.Tensor],
+        text_lengths: Optional[torch.Tensor],
+        seeds: Optional[List[int]] = None,
+    ) -> Tuple[torch.Tensor, Dict]:
+        """Encodes and sums the losses; returns (loss, merged stats)."""
+        data = self.encode(speech, speech_lengths, text, text_lengths, seeds=seeds)
+        data["text"], data["text_lengths"] = text, text_lengths
+        total_loss, stats = 0.0, {}
+        for loss_func in self.losses:
+            loss, stats_i = loss_func(**{k: data[k] for k in loss_func.required_inputs})
+            total_loss = total_loss + loss
+            stats.update(stats_i)
+        return total_loss, stats
+
+    def _extract_feats(
+        self, speech: torch.Tensor, speech_lengths: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Frontend: (B, S) waveforms -> (B, T, C) features and (B,) lengths."""
+        assert speech_lengths.dim() == 1, speech_lengths.shape
+        speech = speech[:, : speech_lengths.max()]  # for data-parallel
+        if self.frontend is None:
+            return speech, speech_lengths
+        return self.frontend(speech, speech_lengths)
+
+    def _features(
+        self, speech: torch.Tensor, speech_lengths: torch.Tensor, data: Dict
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Frontend with gradient scale, penalty and LayerNorm (fairseq order).
+
+        Returns:
+            Features (B, T, C) after ``feature_norm`` and their lengths (B,); fills
+            ``data`` with the keys a loss asked for.
+        """
+        if self.feature_grad_mult == 0.0:
+            with torch.no_grad():
+                feats, lengths = self._extract_feats(speech, speech_lengths)
+        else:
+            feats, lengths = self._extract_feats(speech, speech_lengths)
+            feats = scale_grad(feats, self.feature_grad_mult)
+        if "features_penalty" in self.required_inputs:
+            valid = ~make_pad_mask(lengths, maxlen=feats.shape[1]).to(feats.device)
+            squares = feats.float().pow(2).mean(-1)  # (B, T)
+            data["features_penalty"] = squares[valid].mean()
+        if "frontend" in self.required_inputs:
+            data["frontend"], data["frontend_lengths"] = feats, lengths
+        if self.feature_norm is not None:
+            feats = self.feature_norm(feats)
+        if "features" in self.required_inputs:
+            data["features"], data["features_lengths"] = feats, lengths
+        return feats, lengths
+
+    def _encoder_input(
+        self, speech: torch.Tensor, speech_lengths: torch.Tensor, data: Dict
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Frontend, augmentation, normalisation and preencoder: (B, T, D), (B,)."""
+        feats, lengths = self._features(speech, speech_lengths, data)
+        if self.specaug is not None and self.training:
+            feats, lengths = self.specaug(feats, lengths)
+        if self.normalize is not None:
+            feats, lengths = self.normalize(feats, lengths)
+        if self.preencoder is not None:
+            feats, lengths = self.preencoder(feats, lengths)
+            if "preencoder" in self.required_inputs:
+                data["preencoder"], data["preencoder_lengths"] = feats, lengths
+        return self.input_dropout(feats), lengths
+
+    def _mask_util(self) -> Optional[torch.nn.Module]:
+        """The masking utility in use, if any."""
+        for name in MASK_UTILS:
+            if name in self.util_attributes:
+                return self.util_modules[name]
+        return None
+
+    def encode(
+        self,
+        speech: torch.Tensor,
+        speech_lengths: torch.Tensor,
+        text: torch.Tensor = None,
+        text_lengths: torch.Tensor = None,
+        use_final_output: bool = True,
+        mask: Optional[torch.Tensor] = None,
+        seeds: Optional[List[int]] = None,
+    ) -> Dict:
+        """Runs everything up to the encoder and collects what the losses read.
+
+        Args:
+            speech: Waveforms (B, S).
+            speech_lengths: Valid samples (B,).
+            text: Unused here (kept for ESPnet's signature).
+            text_lengths: Unused here.
+            use_final_output: Use the encoder's final output as the last layer.
+            mask: Optional explicit time mask (B, T) bool (parity tests).
+            seeds: Optional per-utterance mask seeds (deterministic masks).
+
+        Returns:
+            ``encoder_output`` (list of (B, T, D) per layer), ``encoder_output_lengths``
+            (B,), ``mask_info`` (when masking), and the requested ``frontend``,
+            ``features``, ``features_penalty``, ``preencoder`` entries.
+        """
+        data = {}
+        x, lengths = self._encoder_input(speech, speech_lengths, data)
+        pad_masks = make_pad_mask(lengths, maxlen=x.shape[1]).to(x.device)
+        if "ema" in self.util_attributes:
+            with torch.no_grad():
+                ema_out, ema_lengths, _ = self.util_modules["ema"](
+                    x, lengths, masks=pad_masks, return_all_hs=True
+                )
+            data["ema_output"], data["ema_output_lengths"] = ema_out[1], ema_lengths
+        masker = self._mask_util()
+        if masker is not None:
+            kwargs = {} if mask is None and seeds is None else dict(mask=mask)
+            if seeds is not None:
+                kwargs["seeds"] = seeds
+            x, data["mask_info"] = masker(x, pad_masks, **kwargs)
+        hidden, lengths, _ = self.encoder(
+            x, lengths, masks=pad_masks, return_all_hs=True
+        )
+        final, layers = hidden
+        data["encoder_output"] = layers[:-1] + [final] if use_final_output else layers
+        data["encoder_output_lengths"] = lengths
+        return data
+
+    def inference_encode(
+        self,
+        speech: torch.Tensor,
+        speech_lengths: torch.Tensor,
+        use_mask: bool = False,
+        use_final_output: bool = True,
+    ) -> Tuple[torch.Tensor, List[torch.Tensor], torch.Tensor]:
+        """Encodes for downstream use (ESPnet's ``espnet_ssl`` frontend, features).
+
+        Args:
+            speech: Waveforms (B, S).
+            speech_lengths: Valid samples (B,).
+            use_mask: Mask the input (fine-tuning augmentation, training only).
+            use_final_output: Kept for ESPnet's signature.
+
+        Returns:
+            Final output (B, T, D), per-layer outputs [(B, T, D)], lengths (B,).
+        """
+        x, lengths = self._encoder_input(speech, speech_lengths, {})
+        pad_masks = make_pad_mask(lengths, maxlen=x.shape[1]).to(x.device)
+        masker = self._mask_util()
+        if self.training and use_mask and masker is not None:
+            x, _ = masker(x, pad_masks)
+        hidden, lengths, _ = self.encoder(
+            x, lengths, masks=pad_masks, return_all_hs=True
+        )
+        return hidden[0], hidden[1], lengths

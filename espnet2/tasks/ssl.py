@@ -1,0 +1,442 @@
+"""The generic SSL task of ESPnet, with the wav2vec 2.0 objective registered.
+
+Replaces ``espnet2/tasks/ssl.py`` of ESPnet 202511 (CONTRIBUTING.md lists it). Every
+module-level name, option and default of ESPnet's version keeps working; added:
+
+* loss ``wav2vec2`` (``espnet2.ssl.loss.wav2vec2.Wav2Vec2Loss``);
+* encoder ``transformer`` is ``Wav2Vec2TransformerEncoder``, ESPnet's
+  ``TransformerEncoder`` plus the options wav2vec 2.0 BASE needs (defaults unchanged);
+* util ``mask`` is ``SpanMasking`` (ESPnet's options; not in place; deterministic
+  validation masks);
+* ``build_optimizers`` hooks the optimizer so the model counts optimizer updates;
+* the collate window/shift follow ``frontend_conf.shapes`` of the CNN frontend;
+* ``--speech_volume_normalize`` reaches the preprocessor (ESPnet passed ``rir_scp``).
+
+Usage: ``python -m espnet2.bin.ssl_train --config <train_ssl_*.yaml> ...``
+"""
+
+import argparse
+import logging
+from typing import Callable, Collection, Dict, List, Optional, Sequence, Tuple
+
+import humanfriendly
+import numpy as np
+import torch
+from typeguard import typechecked
+
+from espnet2.asr.encoder.abs_encoder import AbsEncoder
+from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
+from espnet2.asr.encoder.e_branchformer_encoder import EBranchformerEncoder
+from espnet2.asr.encoder.wav2vec2_transformer_encoder import Wav2Vec2TransformerEncoder
+from espnet2.asr.frontend.abs_frontend import AbsFrontend
+from espnet2.asr.frontend.cnn import CNNFrontend
+from espnet2.asr.frontend.default import DefaultFrontend
+from espnet2.asr.preencoder.abs_preencoder import AbsPreEncoder
+from espnet2.asr.preencoder.linear import LinearProjection
+from espnet2.asr.preencoder.sinc import LightweightSincConvs
+from espnet2.asr.specaug.abs_specaug import AbsSpecAug
+from espnet2.asr.specaug.specaug import SpecAug
+from espnet2.layers.abs_normalize import AbsNormalize
+from espnet2.layers.global_mvn import GlobalMVN
+from espnet2.layers.utterance_mvn import UtteranceMVN
+from espnet2.ssl.espnet_model import ESPnetSSLModel
+from espnet2.ssl.loss.abs_loss import AbsSSLLoss
+from espnet2.ssl.loss.hubert import HuBERTLoss
+from espnet2.ssl.loss.wav2vec2 import Wav2Vec2Loss
+from espnet2.ssl.utils.span_mask import SpanMasking
+from espnet2.tasks.abs_task import AbsTask
+from espnet2.text.phoneme_tokenizer import g2p_choices
+from espnet2.torch_utils.initialize import initialize
+from espnet2.train.abs_espnet_model import AbsESPnetModel
+from espnet2.train.class_choices import ClassChoices
+from espnet2.train.collate_fn import HuBERTCollateFn
+from espnet2.train.preprocessor import CommonPreprocessor
+from espnet2.train.trainer import Trainer
+from espnet2.utils.nested_dict_action import NestedDictAction
+from espnet2.utils.types import float_or_none, int_or_none, str2bool, str_or_none
+
+frontend_choices = ClassChoices(
+    name="frontend",
+    classes=dict(wav2vec_cnn=CNNFrontend, default=DefaultFrontend),
+    type_check=AbsFrontend,
+    default="wav2vec_cnn",
+)
+specaug_choices = ClassChoices(
+    name="specaug",
+    classes=dict(specaug=SpecAug),
+    type_check=AbsSpecAug,
+    default=None,
+    optional=True,
+)
+normalize_choices = ClassChoices(
+    "normalize",
+    classes=dict(global_mvn=GlobalMVN, utterance_mvn=UtteranceMVN),
+    type_check=AbsNormalize,
+    default="utterance_mvn",
+    optional=True,
+)
+preencoder_choices = ClassChoices(
+    name="preencoder",
+    classes=dict(sinc=LightweightSincConvs, linear=LinearProjection),
+    type_check=AbsPreEncoder,
+    default="linear",
+    optional=True,
+)
+encoder_choices = ClassChoices(
+    "encoder",
+    classes=dict(
+        transformer=Wav2Vec2TransformerEncoder,
+        e_branchformer=EBranchformerEncoder,
+        conformer=ConformerEncoder,
+    ),
+    type_check=AbsEncoder,
+    default="transformer",
+)
+loss_choices = ClassChoices(
+    "loss",
+    classes=dict(hubert=HuBERTLoss, wav2vec2=Wav2Vec2Loss),
+    type_check=AbsSSLLoss,
+    default="hubert",
+)
+util_choices = ClassChoices(
+    "util",
+    classes=dict(mask=SpanMasking),
+    type_check=torch.nn.Module,
+    default=None,
+)
+model_choices = ClassChoices(
+    "model",
+    classes=dict(espnet=ESPnetSSLModel),
+    type_check=AbsESPnetModel,
+    default="espnet",
+)
+
+# (option, type, default, help) of the preprocessing group, as in ESPnet 202511.
+_PREPROCESS_OPTIONS = (
+    ("--use_preprocessor", str2bool, True, "Apply preprocessing to data or not"),
+    ("--bpemodel", str_or_none, None, "The model file of sentencepiece"),
+    ("--non_linguistic_symbols", str_or_none, None, "non_linguistic_symbols file"),
+    ("--speech_volume_normalize", float_or_none, None, "Scale the maximum amplitude"),
+    ("--rir_scp", str_or_none, None, "The file path of rir scp file."),
+    ("--rir_apply_prob", float, 1.0, "The probability for applying RIR convolution."),
+    ("--noise_scp", str_or_none, None, "The file path of noise scp file."),
+    ("--noise_apply_prob", float, 1.0, "The probability applying Noise adding."),
+    ("--noise_db_range", str, "13_15", "The range of noise decibel level."),
+)
+# Collate options read from --collate_fn_conf, with ESPnet's defaults.
+_COLLATE_DEFAULTS = dict(
+    int_pad_value=-1,
+    label_downsampling=1,
+    pad=False,
+    rand_crop=True,
+    mix_speech=False,
+    reverb_speech=False,
+    noise_scp="data/noise/wav.scp",
+    rir_scp="data/rirs/wav.scp",
+    noise_apply_prob=1.0,
+    rir_apply_prob=1.0,
+    noise_db_range="-5_20",
+    dynamic_mixing_gain_db=5.0,
+    dynamic_mixing_prob=0.1,
+)
+_DEFAULT_CNN_SHAPES = ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2
+
+
+def receptive_field(shapes: Sequence[Sequence[int]]) -> Tuple[int, int]:
+    """Receptive field and stride, in input samples, of a stack of 1-D convolutions.
+
+    Args:
+        shapes: ``(channels, kernel, stride)`` per layer, first layer first.
+
+    Returns:
+        (receptive field, stride); (400, 320) for the wav2vec 2.0 CNN.
+    """
+    field, stride = 1, 1
+    for _, kernel, layer_stride in reversed(list(shapes)):
+        field = layer_stride * (field - 1) + kernel
+        stride *= layer_stride
+    return field, stride
+
+
+class SSLTask(AbsTask):
+    """Self-supervised pretraining: ``python -m espnet2.bin.ssl_train``."""
+
+    num_optimizers: int = 1
+    class_choices_list = [
+        frontend_choices,
+        specaug_choices,
+        normalize_choices,
+        preencoder_choices,
+        encoder_choices,
+        model_choices,
+    ]
+    trainer = Trainer
+
+    @classmethod
+    def add_task_arguments(cls, parser: argparse.ArgumentParser):
+        """Adds the task's options (ESPnet 202511's, unchanged)."""
+        group = parser.add_argument_group(description="Task related")
+        required = parser.get_default("required")
+        required += ["token_list"]
+        group.add_argument(
+            "--token_list",
+            type=str_or_none,
+            default=None,
+            help="A text mapping int-id to token",
+        )
+        group.add_argument(
+            "--init",
+            type=lambda x: str_or_none(x.lower()),
+            default=None,
+            help="The initialization method",
+            choices=[
+                "chainer",
+                "xavier_uniform",
+                "xavier_normal",
+                "kaiming_uniform",
+                "kaiming_normal",
+                None,
+            ],
+        )
+        group.add_argument(
+            "--collate_fn_conf",
+            action=NestedDictAction,
+            default=dict(),
+            help="The keyword arguments for collate_fn class.",
+        )
+        group.add_argument(
+            "--input_size",
+            type=int_or_none,
+            default=None,
+            help="The number of input dimension of the feature",
+        )
+        group.add_argument(
+            "--num_classes",
+            type=int,
+            default=None,
+            help="Unused; the loss conf's num_classes counts",
+        )
+        cls._add_preprocess_arguments(parser)
+        group.add_argument(
+            "--loss",
+            action=NestedDictAction,
+            default=[{"name": "hubert", "conf": {}}],
+            help="The loss functions and their configurations.",
+        )
+        group.add_argument(
+            "--util",
+            action=NestedDictAction,
+            default=[{"name": "mask", "conf": {}}],
+            help="Configurations for SSL helper utils.",
+        )
+        for class_choices in cls.class_choices_list:
+            class_choices.add_arguments(group)
+
+    @classmethod
+    def _add_preprocess_arguments(cls, parser: argparse.ArgumentParser):
+        group = parser.add_argument_group(description="Preprocess related")
+        for name, kind, default, help_text in _PREPROCESS_OPTIONS:
+            group.add_argument(name, type=kind, default=default, help=help_text)
+        group.add_argument(
+            "--token_type",
+            type=str,
+            default="bpe",
+            choices=["bpe", "char", "word", "phn"],
+            help="The text will be tokenized in the specified level",
+        )
+        group.add_argument(
+            "--cleaner",
+            type=str_or_none,
+            default=None,
+            choices=[None, "tacotron", "jaconv", "vietnamese"],
+            help="Apply text cleaning",
+        )
+        group.add_argument(
+            "--g2p",
+            type=str_or_none,
+            choices=g2p_choices,
+            default=None,
+            help="g2p method if --token_type=phn",
+        )
+        for name in ("--window_size", "--window_shift"):
+            parser.add_argument(name, type=int, default=None, help="Unused (ESPnet)")
+
+    @classmethod
+    def _collate_window(cls, args: argparse.Namespace) -> Tuple[float, float]:
+        """Frame window and shift in milliseconds for label cropping."""
+        fs = args.frontend_conf.get("fs", 16000)
+        if isinstance(fs, str):
+            fs = humanfriendly.parse_size(fs)
+        if args.encoder_conf.get("extractor_conv_layer_config") is not None:
+            shapes = args.encoder_conf["extractor_conv_layer_config"]
+        else:
+            shapes = args.frontend_conf.get("shapes", _DEFAULT_CNN_SHAPES)
+        field, stride = receptive_field(shapes)
+        return field / (fs / 1000), stride / (fs / 1000)
+
+    @classmethod
+    @typechecked
+    def build_collate_fn(cls, args: argparse.Namespace, train: bool) -> Callable[
+        [Collection[Tuple[str, Dict[str, np.ndarray]]]],
+        Tuple[List[str], Dict[str, torch.Tensor]],
+    ]:
+        """ESPnet's HuBERT collate (crops audio and frame labels in step)."""
+        fs = args.frontend_conf.get("fs", 16000)
+        if isinstance(fs, str):
+            fs = humanfriendly.parse_size(fs)
+        window_size, window_shift = cls._collate_window(args)
+        conf = {k: args.collate_fn_conf.get(k, v) for k, v in _COLLATE_DEFAULTS.items()}
+        return HuBERTCollateFn(
+            float_pad_value=0.0,
+            crop_audio=not args.collect_stats
+            and args.collate_fn_conf.get("crop_audio", True),
+            window_size=args.collate_fn_conf.get("window_size", window_size),
+            window_shift=args.collate_fn_conf.get("window_shift", window_shift),
+            sample_rate=fs / 1000,
+            train=train,
+            **conf,
+        )
+
+    @classmethod
+    @typechecked
+    def build_preprocess_fn(
+        cls, args: argparse.Namespace, train: bool
+    ) -> Optional[Callable[[str, Dict[str, np.array]], Dict[str, np.ndarray]]]:
+        """ESPnet's CommonPreprocessor (label text -> ids, optional noise/RIR)."""
+        if not args.use_preprocessor:
+            return None
+        return CommonPreprocessor(
+            train=train,
+            token_type=args.token_type,
+            token_list=args.token_list,
+            bpemodel=args.bpemodel,
+            non_linguistic_symbols=args.non_linguistic_symbols,
+            text_cleaner=args.cleaner,
+            g2p_type=args.g2p,
+            rir_scp=getattr(args, "rir_scp", None),
+            rir_apply_prob=getattr(args, "rir_apply_prob", 1.0),
+            noise_scp=getattr(args, "noise_scp", None),
+            noise_apply_prob=getattr(args, "noise_apply_prob", 1.0),
+            noise_db_range=getattr(args, "noise_db_range", "13_15"),
+            short_noise_thres=getattr(args, "short_noise_thres", 0.5),
+            speech_volume_normalize=getattr(args, "speech_volume_normalize", None),
+        )
+
+    @classmethod
+    def required_data_names(
+        cls, train: bool = True, inference: bool = False
+    ) -> Tuple[str, ...]:
+        return ("speech",)
+
+    @classmethod
+    @typechecked
+    def optional_data_names(
+        cls, train: bool = True, inference: bool = False
+    ) -> Tuple[str, ...]:
+        return ("text",)
+
+    @classmethod
+    def build_optimizers(
+        cls, args: argparse.Namespace, model: torch.nn.Module
+    ) -> List[torch.optim.Optimizer]:
+        """ESPnet's optimizers, with a hook that counts optimizer updates.
+
+        The hook runs after every real ``optimizer.step()``: steps skipped for a
+        non-finite gradient (by ESPnet's trainer or the AMP grad scaler) and the
+        micro-batches of ``accum_grad`` are not counted.
+        """
+        optimizers = super().build_optimizers(args, model)
+        if hasattr(model, "count_optimizer_updates"):
+            model.count_optimizer_updates(optimizers[0])
+        return optimizers
+
+    @classmethod
+    def _read_token_list(cls, args: argparse.Namespace) -> List[str]:
+        if isinstance(args.token_list, str):
+            with open(args.token_list, encoding="utf-8") as f:
+                args.token_list = [line.rstrip() for line in f]  # config keeps it
+        elif not isinstance(args.token_list, (tuple, list)):
+            raise RuntimeError("token_list must be str or list")
+        return list(args.token_list)
+
+    @classmethod
+    def _build_front(cls, args: argparse.Namespace):
+        """Frontend, specaug, normalize and preencoder, and the encoder input size."""
+        frontend, input_size = None, args.input_size
+        if input_size is None:
+            frontend = frontend_choices.get_class(args.frontend)(**args.frontend_conf)
+            input_size = frontend.output_size()
+        else:
+            args.frontend, args.frontend_conf = None, {**args.frontend_conf}
+        specaug = normalize = preencoder = None
+        if args.specaug is not None:
+            specaug = specaug_choices.get_class(args.specaug)(**args.specaug_conf)
+        if args.normalize is not None:
+            normalize = normalize_choices.get_class(args.normalize)(
+                **args.normalize_conf
+            )
+        if getattr(args, "preencoder", None) is not None:
+            conf = {"input_size": input_size, **args.preencoder_conf}
+            preencoder = preencoder_choices.get_class(args.preencoder)(**conf)
+            input_size = preencoder.output_size()
+        return frontend, specaug, normalize, preencoder, input_size
+
+    @classmethod
+    def _build_utils(
+        cls, args: argparse.Namespace, losses: List[AbsSSLLoss], encoder: AbsEncoder
+    ) -> Tuple[set, set, torch.nn.ModuleDict]:
+        """The utilities (masking, EMA) the losses ask for, configured by --util."""
+        util_attributes, required_inputs = set(), set()
+        for loss_func in losses:
+            util_attributes.update(loss_func.util_attributes)
+            required_inputs.update(loss_func.required_inputs)
+        util_modules = torch.nn.ModuleDict()
+        for attr in sorted(util_attributes):
+            util_args = {}
+            for conf_obj in args.util:
+                if conf_obj["name"] == attr:
+                    util_args = dict(conf_obj.get("conf", {}))
+            if attr == "ema":
+                util_args["model"] = encoder
+                util_args["device"] = f"cuda:{torch.cuda.current_device()}"
+            if attr == "mask":
+                util_args["encoder_embed_dim"] = encoder.output_size()
+            util_modules[attr] = util_choices.get_class(attr)(**util_args)
+        return util_attributes, required_inputs, util_modules
+
+    @classmethod
+    @typechecked
+    def build_model(cls, args: argparse.Namespace) -> ESPnetSSLModel:
+        """Builds the model from the config (every part through ClassChoices)."""
+        token_list = cls._read_token_list(args)
+        logging.info(f"Vocabulary size: {len(token_list)}")
+        frontend, specaug, normalize, preencoder, input_size = cls._build_front(args)
+        encoder = encoder_choices.get_class(args.encoder)(
+            input_size=input_size, **args.encoder_conf
+        )
+        losses = [
+            loss_choices.get_class(item["name"])(
+                encoder_output_size=encoder.output_size(), **item.get("conf", {})
+            )
+            for item in args.loss
+        ]
+        util_attributes, required_inputs, util_modules = cls._build_utils(
+            args, losses, encoder
+        )
+        model = model_choices.get_class(args.model)(
+            vocab_size=len(token_list),
+            frontend=frontend,
+            specaug=specaug,
+            normalize=normalize,
+            preencoder=preencoder,
+            encoder=encoder,
+            token_list=token_list,
+            losses=losses,
+            util_attributes=util_attributes,
+            required_inputs=required_inputs,
+            util_modules=util_modules,
+            **args.model_conf,
+        )
+        if args.init is not None:
+            initialize(model, args.init)
+        return model

@@ -1,0 +1,110 @@
+"""Fixtures: tiny SSL models built through ESPnet's real SSLTask parser and builder.
+
+Shared by the SSL model and wav2vec 2.0 tests (as fixtures: test/ is not a package).
+Sizes are tiny so that a forward/backward takes milliseconds on a CPU.
+"""
+
+import copy
+from typing import Dict, Optional
+
+import pytest
+import torch
+
+from espnet2.tasks.ssl import SSLTask
+
+CNN_SHAPES = [[16, 10, 5], [16, 3, 2], [16, 3, 2], [16, 3, 2], [16, 3, 2]]
+CNN_SHAPES += [[16, 2, 2], [16, 2, 2]]
+
+WAV2VEC2 = dict(
+    frontend="wav2vec_cnn",
+    frontend_conf=dict(
+        norm_mode="layer_norm",
+        conv_mode="standard",
+        bias=False,
+        shapes=CNN_SHAPES,
+        normalize_output=False,
+    ),
+    normalize=None,
+    preencoder="linear",
+    preencoder_conf=dict(output_size=32),
+    encoder="transformer",
+    encoder_conf=dict(
+        output_size=32,
+        attention_heads=4,
+        linear_units=48,
+        num_blocks=2,
+        dropout_rate=0.0,
+        attention_dropout_rate=0.0,
+        positional_dropout_rate=0.0,
+        input_layer="wav2vec",
+        pos_enc_layer_type="conv",
+        pos_conv_kernel_size=8,
+        pos_conv_groups=4,
+        pos_conv_residual=True,
+        embed_layer_norm=True,
+        normalize_before=False,
+        ffn_activation="gelu",
+        layer_norm_eps=1e-5,
+        zero_padded_frames=True,
+        use_flash_attn=False,
+    ),
+    model_conf=dict(feature_grad_mult=0.1, feature_layer_norm=True),
+    loss=[
+        dict(
+            name="wav2vec2",
+            conf=dict(
+                feature_size=16,
+                final_dim=12,
+                num_negatives=5,
+                num_groups=2,
+                num_entries=8,
+                feature_dropout=0.0,
+            ),
+        )
+    ],
+    util=[dict(name="mask", conf=dict(mask_prob=0.65, mask_length=4))],
+)
+
+HUBERT = copy.deepcopy(WAV2VEC2)
+HUBERT["loss"] = [dict(name="hubert", conf=dict(num_classes=10, final_dim=12))]
+HUBERT["model_conf"] = {}
+
+
+def build(config: Dict, seed: int = 0, overrides: Optional[Dict] = None):
+    """Returns (model, args) built by SSLTask from ``config`` (+ ``overrides``)."""
+    parser = SSLTask.get_parser()
+    args = parser.parse_args(["--token_list", "none", "--token_type", "word"])
+    conf = copy.deepcopy(config)
+    conf.update(overrides or {})
+    for key, value in conf.items():
+        setattr(args, key, value)
+    args.token_list = [str(i) for i in range(10)] + ["<unk>"]
+    torch.manual_seed(seed)
+    return SSLTask.build_model(args), args
+
+
+def batch(lengths=(8000, 5600), seed: int = 0):
+    """Random audio (B, S) with lengths in samples (padding is zeros)."""
+    gen = torch.Generator().manual_seed(seed)
+    speech = torch.zeros(len(lengths), max(lengths))
+    for b, n in enumerate(lengths):
+        speech[b, :n] = 0.1 * torch.randn(n, generator=gen)
+    return speech, torch.tensor(lengths)
+
+
+@pytest.fixture
+def ssl_configs() -> Dict[str, Dict]:
+    """The tiny configs by objective name."""
+    return {"wav2vec2": WAV2VEC2, "hubert": HUBERT}
+
+
+@pytest.fixture
+def build_ssl_model():
+    """``build(config, seed=0, overrides=None) -> (model, args)``."""
+    return build
+
+
+@pytest.fixture
+def audio_batch():
+    """``batch(lengths=(8000, 5600), seed=0) -> (speech, speech_lengths)``."""
+    return batch

@@ -1,0 +1,141 @@
+"""espnet2/ssl/espnet_model.py: the replaced ESPnetSSLModel (built by SSLTask)."""
+
+import math
+
+import pytest
+import torch
+
+from espnet2.tasks.ssl import SSLTask
+
+
+def test_masking_does_not_overwrite_the_preencoder_output_losses_read(
+    build_ssl_model, ssl_configs, audio_batch
+):
+    model, _ = build_ssl_model(ssl_configs["hubert"])
+    model.required_inputs = set(model.required_inputs) | {"preencoder"}
+    model.eval()
+    speech, lengths = audio_batch()
+    data = model.encode(speech, lengths, seeds=[1, 2])
+    fresh = {}
+    model._encoder_input(speech, lengths, fresh)
+    masked = data["mask_info"]["mask_m"]
+    assert bool(masked.any())
+    assert torch.equal(data["preencoder"], fresh["preencoder"])
+
+
+def test_features_penalty_is_the_mean_square_of_the_raw_cnn_output_on_valid_frames(
+    build_ssl_model, ssl_configs, audio_batch
+):
+    model, _ = build_ssl_model(ssl_configs["wav2vec2"])
+    model.eval()
+    speech, lengths = audio_batch()
+    data = model.encode(speech, lengths, seeds=[1, 2])
+    raw, raw_lengths = model.frontend(speech, lengths)
+    expected = torch.cat([raw[b, :n] for b, n in enumerate(raw_lengths)]).pow(2)
+    assert torch.allclose(data["features_penalty"], expected.mean())
+    normed = model.feature_norm(raw)
+    assert torch.allclose(data["features"], normed)
+
+
+def test_feature_grad_mult_scales_the_cnn_gradient(
+    build_ssl_model, ssl_configs, audio_batch
+):
+    speech, lengths = audio_batch()
+    grads = {}
+    for mult in (1.0, 0.1):
+        overrides = {
+            "model_conf": {"feature_grad_mult": mult, "feature_layer_norm": True}
+        }
+        model, _ = build_ssl_model(ssl_configs["wav2vec2"], overrides=overrides)
+        model.eval()
+        loss, _, _ = model(speech, lengths)
+        loss.backward()
+        grads[mult] = model.frontend.layers[0].conv.weight.grad.clone()
+    assert torch.allclose(grads[0.1], 0.1 * grads[1.0], rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(grads[0.1], grads[1.0], rtol=1e-2)
+
+
+def test_feature_grad_mult_zero_freezes_the_cnn(
+    build_ssl_model, ssl_configs, audio_batch
+):
+    overrides = {"model_conf": {"feature_grad_mult": 0.0, "feature_layer_norm": True}}
+    model, _ = build_ssl_model(ssl_configs["wav2vec2"], overrides=overrides)
+    loss, _, _ = model(*audio_batch())
+    loss.backward()
+    assert model.frontend.layers[0].conv.weight.grad is None
+    assert model.encoder.encoders[0].feed_forward.w_1.weight.grad is not None
+
+
+@pytest.mark.parametrize("accum_grad", [1, 4])
+def test_gumbel_temperature_follows_optimizer_updates_under_accum_grad(
+    build_ssl_model, ssl_configs, audio_batch, accum_grad
+):
+    model, args = build_ssl_model(ssl_configs["wav2vec2"])
+    args.optim, args.optim_conf = "sgd", {"lr": 0.0}
+    optimizer = SSLTask.build_optimizers(args, model)[0]
+    speech, lengths = audio_batch()
+    num_updates = 3
+    for micro_batch in range(1, num_updates * accum_grad + 1):
+        loss, _, _ = model(speech, lengths)
+        (loss / accum_grad).backward()
+        if micro_batch % accum_grad == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+    model(speech, lengths)  # the next forward applies the schedule
+    quantizer = model.losses[0].quantizer
+    assert int(model.num_updates) == num_updates
+    assert quantizer.temperature == pytest.approx(max(2.0 * 0.999995**3, 0.5))
+    assert "num_updates" in model.state_dict()
+
+
+def test_validation_loss_is_the_same_in_every_epoch(
+    build_ssl_model, ssl_configs, audio_batch
+):
+    model, _ = build_ssl_model(ssl_configs["wav2vec2"])
+    model.eval()
+    speech, lengths = audio_batch()
+    first = model(speech, lengths)[1]["loss"]
+    model.train()
+    model(speech, lengths)  # a training step in between changes no weights here
+    model.eval()
+    assert float(model(speech, lengths)[1]["loss"]) == float(first)
+
+
+def test_a_validation_utterance_gets_the_same_mask_in_any_batch(
+    build_ssl_model, ssl_configs, audio_batch
+):
+    from espnet2.ssl.espnet_model import utterance_seeds
+
+    model, _ = build_ssl_model(ssl_configs["wav2vec2"])
+    model.eval()
+    speech, lengths = audio_batch((8000, 5600))
+    alone = model.encode(
+        speech[1:, :5600], lengths[1:], seeds=utterance_seeds(speech[1:], lengths[1:])
+    )
+    paired = model.encode(speech, lengths, seeds=utterance_seeds(speech, lengths))
+    t = alone["mask_info"]["mask_m"].shape[1]
+    assert torch.equal(
+        paired["mask_info"]["mask_m"][1, :t], alone["mask_info"]["mask_m"][0]
+    )
+
+
+def test_hubert_still_trains_through_the_replaced_model(
+    build_ssl_model, ssl_configs, audio_batch
+):
+    model, args = build_ssl_model(ssl_configs["hubert"])
+    args.optim, args.optim_conf = "adam", {"lr": 0.003}
+    optimizer = SSLTask.build_optimizers(args, model)[0]
+    speech, lengths = audio_batch((8000, 8000))
+    frames = (8000 - 400) // 320 + 1
+    text = torch.arange(frames).repeat(2, 1) % 10
+    text_lengths = torch.tensor([frames, frames])
+    losses = []
+    for _ in range(30):
+        loss, stats, weight = model(speech, lengths, text, text_lengths)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(stats["loss"].item())
+    assert losses[-1] < 0.5 * losses[0]
+    assert int(model.num_updates) == 30
+    assert math.isfinite(losses[-1])
