@@ -139,3 +139,18 @@ def test_hubert_still_trains_through_the_replaced_model(
     assert losses[-1] < 0.5 * losses[0]
     assert int(model.num_updates) == 30
     assert math.isfinite(losses[-1])
+
+
+@pytest.mark.parametrize("lengths", [(400, 8000), (400,), (720, 1040), (3200, 3200)])
+def test_short_utterances_give_a_finite_loss_and_gradients(
+    build_ssl_model, ssl_configs, audio_batch, lengths
+):
+    """400 samples is one CNN frame; 720 and 1040 give 2 and 3 frames."""
+    model, _ = build_ssl_model(ssl_configs["wav2vec2"])
+    for train in (True, False):
+        model.train(train)
+        loss, stats, weight = model(*audio_batch(lengths))
+        assert torch.isfinite(loss).all()
+        assert float(weight) == stats["num_masked_frames"]
+    loss.backward()
+    assert torch.isfinite(model.losses[0].final_proj.weight.grad).all()

@@ -3,9 +3,8 @@ each wav2vec 2.0 option, padding invariance, and exact parity with Hugging Face.
 
 import inspect
 import logging
-import re
 import textwrap
-from typing import Dict, List, Tuple
+from typing import List, Tuple
 
 import pytest
 import torch
@@ -19,52 +18,10 @@ from espnet2.asr.ctc import CTC
 from espnet2.asr.encoder import wav2vec2_transformer_encoder
 from espnet2.asr.encoder.transformer_encoder import TransformerEncoder
 from espnet2.asr.encoder.wav2vec2_transformer_encoder import Wav2Vec2TransformerEncoder
+from espnet2.ssl.hf_wav2vec2 import hf_encoder_to_espnet  # the verified key mapping
 
 DIM = 16
 TOLERANCE = 1e-10
-
-# Hugging Face Wav2Vec2Encoder state_dict key -> ours (input_layer wav2vec, pos conv,
-# embed_layer_norm true). The legacy weight_g / weight_v names are those of
-# checkpoints saved with torch.nn.utils.weight_norm.
-HF_TO_ESPNET_KEYS: Tuple[Tuple[str, str], ...] = (
-    (
-        r"pos_conv_embed\.conv\.(?:parametrizations\.weight\.original0|weight_g)",
-        r"embed.0.convs.0.parametrizations.weight.original0",
-    ),
-    (
-        r"pos_conv_embed\.conv\.(?:parametrizations\.weight\.original1|weight_v)",
-        r"embed.0.convs.0.parametrizations.weight.original1",
-    ),
-    (r"pos_conv_embed\.conv\.bias", r"embed.0.convs.0.bias"),
-    (r"layer_norm\.(weight|bias)", r"embed.1.\1"),
-    (
-        r"layers\.(\d+)\.attention\.(q|k|v|out)_proj\.(weight|bias)",
-        r"encoders.\1.self_attn.linear_\2.\3",
-    ),
-    (r"layers\.(\d+)\.layer_norm\.(weight|bias)", r"encoders.\1.norm1.\2"),
-    (
-        r"layers\.(\d+)\.feed_forward\.intermediate_dense\.(weight|bias)",
-        r"encoders.\1.feed_forward.w_1.\2",
-    ),
-    (
-        r"layers\.(\d+)\.feed_forward\.output_dense\.(weight|bias)",
-        r"encoders.\1.feed_forward.w_2.\2",
-    ),
-    (r"layers\.(\d+)\.final_layer_norm\.(weight|bias)", r"encoders.\1.norm2.\2"),
-)
-
-
-def hf_encoder_to_espnet(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Rename a Hugging Face Wav2Vec2Encoder state_dict to our encoder's keys."""
-    converted = {}
-    for key, value in state.items():
-        for pattern, replacement in HF_TO_ESPNET_KEYS:
-            if re.fullmatch(pattern, key):
-                converted[re.sub(pattern, replacement, key)] = value
-                break
-        else:
-            raise KeyError(f"no rule for Hugging Face key {key}")
-    return converted
 
 
 def encoder_kwargs(**overrides) -> dict:

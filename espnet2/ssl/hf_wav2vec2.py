@@ -1,0 +1,754 @@
+"""Convert our wav2vec 2.0 SSL model to and from transformers' Wav2Vec2ForPreTraining.
+
+Both directions are exact: parameters are copied bitwise under a fixed key mapping
+(an unknown or missing key is an error, never skipped), and the configs are
+translated field by field. A config that Hugging Face (HF) cannot express is refused
+with a ``ValueError`` naming the option and the reason. ESPnet values that HF has no
+field for (e.g. ``feature_penalty_weight``, the Gumbel temperature schedule) and our
+buffers ``global_step`` / ``num_updates`` travel in the HF config attribute
+``espnet_ssl``, so that ours -> HF -> ours restores the same config and a bitwise
+identical state dict.
+
+Correspondence of the state dict keys (ours -> HF ``Wav2Vec2ForPreTraining``)::
+
+    frontend.layers.{i}                 wav2vec2.feature_extractor.conv_layers.{i}
+    feature_norm                        wav2vec2.feature_projection.layer_norm
+    preencoder.linear_out               wav2vec2.feature_projection.projection
+    util_modules.mask.mask_embedding    wav2vec2.masked_spec_embed
+    encoder.*                           wav2vec2.encoder.* (ENCODER_KEY_RULES)
+    losses.0.quantizer.*                quantizer.*
+    losses.0.project_q                  project_q
+    losses.0.final_proj                 project_hid
+
+References:
+    A. Baevski, H. Zhou, A. Mohamed, M. Auli, "wav2vec 2.0: A Framework for
+    Self-Supervised Learning of Speech Representations", NeurIPS 2020,
+    arXiv:2006.11477.
+    Hugging Face transformers 5.23.0, ``models/wav2vec2/modeling_wav2vec2.py`` and
+    ``configuration_wav2vec2.py`` (read for the module names and config fields only;
+    no code copied); fairseq @ 3d262bb2 ``fairseq/models/wav2vec/wav2vec2.py`` for the
+    meaning of each option.
+"""
+
+import argparse
+import copy
+import functools
+import inspect
+import re
+from typing import (
+    Any,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    NoReturn,
+    Optional,
+    Set,
+    Tuple,
+)
+
+import torch
+from transformers import Wav2Vec2Config, Wav2Vec2ForPreTraining
+from typeguard import typechecked
+
+from espnet2.asr.encoder.wav2vec2_transformer_encoder import Wav2Vec2TransformerEncoder
+from espnet2.asr.frontend.cnn import CNNFrontend
+from espnet2.asr.preencoder.linear import LinearProjection
+from espnet2.ssl.espnet_model import ESPnetSSLModel
+from espnet2.ssl.loss.wav2vec2 import Wav2Vec2Loss
+from espnet2.ssl.utils.span_mask import SpanMasking
+from espnet2.tasks.ssl import SSLTask
+
+EXTRAS_ATTRIBUTE = "espnet_ssl"  # HF config attribute holding ESPnet-only values
+ESPNET_BUFFERS = ("global_step", "num_updates")  # no place in HF's state dict
+LAYER_NORM_EPS = 1e-5  # torch's default: our feature_norm; HF shares one eps
+PARAMS = ("weight", "bias")
+NORM_MODE_TO_HF = {"group_norm": "group", "layer_norm": "layer"}
+FFN_ACTIVATIONS = ("gelu", "relu", "swish")  # same names in HF's ACT2FN
+SECTIONS_IN_CONFIG = ("frontend_conf", "preencoder_conf", "encoder_conf", "model_conf")
+
+# ESPnet-only values by config section, with the value a model from HF (which
+# lacks them) gets: fairseq's BASE recipe, or ESPnet's default.
+ESPNET_ONLY_DEFAULTS: Dict[str, Dict[str, Any]] = {
+    "frontend_conf": {"fs": 16000, "layer_norm_cls": "transposed"},
+    "encoder_conf": {"positional_dropout_rate": 0.0, "use_flash_attn": True},
+    "loss_conf": {
+        "cross_sample_negatives": 0,
+        "max_temperature": 2.0,
+        "min_temperature": 0.5,
+        "temperature_decay": 0.999995,
+        "feature_penalty_weight": 10.0,
+    },
+    "mask_conf": {"require_same_masks": True},
+    "model_conf": {"feature_grad_mult": 0.1, "extract_feats_in_collect_stats": False},
+}
+
+# (ESPnet Wav2Vec2TransformerEncoder key, HF Wav2Vec2Encoder key) templates;
+# {layer} is a layer index, {param} "weight" or "bias".
+ENCODER_KEY_RULES: Tuple[Tuple[str, str], ...] = (
+    (
+        "embed.0.convs.0.parametrizations.weight.original0",
+        "pos_conv_embed.conv.parametrizations.weight.original0",
+    ),
+    (
+        "embed.0.convs.0.parametrizations.weight.original1",
+        "pos_conv_embed.conv.parametrizations.weight.original1",
+    ),
+    ("embed.0.convs.0.bias", "pos_conv_embed.conv.bias"),
+    *(
+        (
+            f"encoders.{{layer}}.self_attn.linear_{name}.{{param}}",
+            f"layers.{{layer}}.attention.{name}_proj.{{param}}",
+        )
+        for name in ("q", "k", "v", "out")
+    ),
+    ("encoders.{layer}.norm1.{param}", "layers.{layer}.layer_norm.{param}"),
+    (
+        "encoders.{layer}.feed_forward.w_1.{param}",
+        "layers.{layer}.feed_forward.intermediate_dense.{param}",
+    ),
+    (
+        "encoders.{layer}.feed_forward.w_2.{param}",
+        "layers.{layer}.feed_forward.output_dense.{param}",
+    ),
+    ("encoders.{layer}.norm2.{param}", "layers.{layer}.final_layer_norm.{param}"),
+)
+# HF's encoder.layer_norm: after the positional embedding (post-LN, BASE) or after
+# the last layer (do_stable_layer_norm, pre-LN).
+POST_LN_NORM_RULE = ("embed.1.{param}", "layer_norm.{param}")
+PRE_LN_NORM_RULE = ("after_norm.{param}", "layer_norm.{param}")
+# Names of torch.nn.utils.weight_norm (legacy) -> parametrizations.weight_norm.
+LEGACY_WEIGHT_NORM = {
+    "weight_g": "parametrizations.weight.original0",
+    "weight_v": "parametrizations.weight.original1",
+}
+MODEL_KEY_RULES: Tuple[Tuple[str, str], ...] = (
+    (
+        "frontend.layers.{layer}.conv.{param}",
+        "wav2vec2.feature_extractor.conv_layers.{layer}.conv.{param}",
+    ),
+    (
+        "frontend.layers.{layer}.layer_norm.{param}",
+        "wav2vec2.feature_extractor.conv_layers.{layer}.layer_norm.{param}",
+    ),
+    ("feature_norm.{param}", "wav2vec2.feature_projection.layer_norm.{param}"),
+    ("preencoder.linear_out.{param}", "wav2vec2.feature_projection.projection.{param}"),
+    ("util_modules.mask.mask_embedding", "wav2vec2.masked_spec_embed"),
+    ("losses.0.quantizer.codevectors", "quantizer.codevectors"),
+    ("losses.0.quantizer.weight_proj.{param}", "quantizer.weight_proj.{param}"),
+    ("losses.0.project_q.{param}", "project_q.{param}"),
+    ("losses.0.final_proj.{param}", "project_hid.{param}"),
+)
+_PLACEHOLDERS = {"layer": r"(?P<layer>\d+)", "param": r"(?P<param>weight|bias)"}
+
+# ---------------------------------------------------------------- state dict keys
+
+
+@functools.lru_cache(maxsize=None)
+def _template_regex(template: str) -> "re.Pattern[str]":
+    """Compile a key template: literal text, ``{layer}`` and ``{param}`` fields."""
+    parts = re.split(r"\{(\w+)\}", template)  # literal, field, literal, ...
+    return re.compile(
+        "".join(
+            _PLACEHOLDERS[p] if i % 2 else re.escape(p) for i, p in enumerate(parts)
+        )
+    )
+
+
+def encoder_key_rules(pre_ln: bool = False) -> Tuple[Tuple[str, str], ...]:
+    """(ours, HF) encoder key templates; ``pre_ln`` = HF ``do_stable_layer_norm``."""
+    return ENCODER_KEY_RULES + (PRE_LN_NORM_RULE if pre_ln else POST_LN_NORM_RULE,)
+
+
+def model_key_rules(pre_ln: bool = False) -> Tuple[Tuple[str, str], ...]:
+    """(ours, HF) key templates of the whole pretraining model."""
+    encoder = tuple(
+        (f"encoder.{ours}", f"wav2vec2.encoder.{hf}")
+        for ours, hf in encoder_key_rules(pre_ln)
+    )
+    return MODEL_KEY_RULES + encoder
+
+
+def _canonical_weight_norm(state: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
+    """Rename legacy ``weight_g`` / ``weight_v`` keys to parametrization names."""
+    renamed = {}
+    for key, value in state.items():
+        stem, _, leaf = key.rpartition(".")
+        if leaf in LEGACY_WEIGHT_NORM:
+            key = f"{stem}.{LEGACY_WEIGHT_NORM[leaf]}"
+        if key in renamed:
+            raise KeyError(f"{key} is given twice (legacy and parametrization name)")
+        renamed[key] = value
+    return renamed
+
+
+def _counterpart(
+    key: str, rules: Iterable[Tuple[str, str]], source: int
+) -> Optional[str]:
+    """The other side's key by the first rule matching on side ``source`` (0/1)."""
+    for rule in rules:
+        match = _template_regex(rule[source]).fullmatch(key)
+        if match:
+            return rule[1 - source].format(**match.groupdict())
+    return None
+
+
+def _rename(
+    state: Mapping[str, torch.Tensor], rules: Iterable[Tuple[str, str]], source: int
+) -> Dict[str, torch.Tensor]:
+    """Rename every key of ``state`` from side ``source`` (0 = ours, 1 = HF).
+
+    Raises:
+        KeyError: Naming a key that no rule maps, or two keys mapped to one.
+    """
+    side = ("ESPnet", "Hugging Face")[source]
+    renamed = {}
+    for key, value in _canonical_weight_norm(state).items():
+        new_key = _counterpart(key, rules, source)
+        if new_key is None:
+            raise KeyError(f"{side} key {key!r} has no counterpart in the other model")
+        if new_key in renamed:
+            raise KeyError(f"{side} key {key!r} maps to {new_key!r} a second time")
+        renamed[new_key] = value
+    return renamed
+
+
+def hf_encoder_to_espnet(
+    state: Mapping[str, torch.Tensor], pre_ln: bool = False
+) -> Dict[str, torch.Tensor]:
+    """Rename an HF ``Wav2Vec2Encoder`` state dict to ``Wav2Vec2TransformerEncoder``.
+
+    Args:
+        state: HF encoder keys (legacy ``weight_g`` / ``weight_v`` accepted).
+        pre_ln: HF ``do_stable_layer_norm`` (its ``layer_norm`` is our
+            ``after_norm``); False = post-LN BASE (our ``embed.1``).
+
+    Returns:
+        The same tensors under our encoder's keys.
+
+    Raises:
+        KeyError: Naming the first key without a counterpart.
+    """
+    return _rename(state, encoder_key_rules(pre_ln), source=1)
+
+
+def _indices(keys: Iterable[str], prefix: str) -> List[int]:
+    """Sorted distinct integers that follow ``prefix`` in the keys."""
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+    return sorted({int(m.group(1)) for k in keys if (m := pattern.match(k))})
+
+
+def _expand(template: str, num_layers: int) -> Set[str]:
+    """Every key a template stands for, for layers ``0 .. num_layers - 1``."""
+    layers = range(num_layers) if "{layer}" in template else [0]
+    params = PARAMS if "{param}" in template else ["weight"]
+    return {template.format(layer=i, param=p) for i in layers for p in params}
+
+
+def _is_pre_ln(espnet_keys: Iterable[str]) -> bool:
+    """Whether our encoder keys show a final ``after_norm`` (pre-LN)."""
+    return any(key.startswith("encoder.after_norm.") for key in espnet_keys)
+
+
+def _expected_espnet_keys(keys: Set[str]) -> Set[str]:
+    """Our parameter keys for the layout that ``keys`` show.
+
+    The layout: CNN and encoder depth (largest index), conv bias, CNN norm on
+    layer 0 only (group) or on every layer, pre- or post-LN encoder.
+    """
+    num_convs = max(_indices(keys, "frontend.layers."), default=-1) + 1
+    num_layers = max(_indices(keys, "encoder.encoders."), default=-1) + 1
+    conv_bias = any(re.fullmatch(r"frontend\.layers\.\d+\.conv\.bias", k) for k in keys)
+    normed = _indices([k for k in keys if ".layer_norm." in k], "frontend.layers.")
+    num_normed = num_convs if any(i > 0 for i in normed) else min(1, num_convs)
+    expected = {
+        f"frontend.layers.{i}.conv.{param}"
+        for i in range(num_convs)
+        for param in (PARAMS if conv_bias else ("weight",))
+    }
+    expected |= {
+        f"frontend.layers.{i}.layer_norm.{param}"
+        for i in range(num_normed)
+        for param in PARAMS
+    }
+    for ours, _ in model_key_rules(_is_pre_ln(keys))[2:]:
+        expected |= _expand(ours, num_layers)
+    return expected
+
+
+def _check_complete(espnet_keys: Set[str], source: int) -> None:
+    """Raise a KeyError naming a missing key, on the ``source`` side (0 = ours)."""
+    missing = sorted(_expected_espnet_keys(espnet_keys) - espnet_keys)
+    if not missing:
+        return
+    rules = model_key_rules(_is_pre_ln(espnet_keys))
+    shown = _counterpart(missing[0], rules, 0) if source else missing[0]
+    side = ("ESPnet", "Hugging Face")[source]
+    raise KeyError(f"{side} state dict lacks {shown!r} ({len(missing)} missing)")
+
+
+def espnet_buffers(state: Mapping[str, torch.Tensor]) -> Dict[str, int]:
+    """Our counters without an HF place: ``{"global_step": n, "num_updates": m}``.
+
+    Args:
+        state: Our model's state dict; buffers are (1,) int64.
+    """
+    return {name: int(state[name].item()) for name in ESPNET_BUFFERS if name in state}
+
+
+def espnet_to_hf_state_dict(state: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
+    """Rename our ``ESPnetSSLModel`` state dict to ``Wav2Vec2ForPreTraining`` keys.
+
+    The buffers ``global_step`` and ``num_updates`` have no HF place: they are left
+    out here and carried by the config (:func:`espnet_buffers`,
+    :func:`hf_config_from_espnet`). Tensors are shared, not copied.
+
+    Args:
+        state: Our state dict (a single wav2vec2 loss at ``losses.0``).
+
+    Returns:
+        The HF state dict, with parametrized weight-norm names for the pos conv.
+
+    Raises:
+        KeyError: Naming a key without an HF counterpart, or a missing key.
+    """
+    params = _canonical_weight_norm(state)
+    for name in ESPNET_BUFFERS:
+        params.pop(name, None)
+    converted = _rename(params, model_key_rules(_is_pre_ln(params)), source=0)
+    _check_complete(set(params), source=0)
+    return converted
+
+
+def hf_to_espnet_state_dict(
+    state: Mapping[str, torch.Tensor], hf_config: Optional[Wav2Vec2Config] = None
+) -> Dict[str, torch.Tensor]:
+    """Rename a ``Wav2Vec2ForPreTraining`` state dict to our model's keys.
+
+    Args:
+        state: HF keys; legacy ``weight_g`` / ``weight_v`` names are accepted.
+        hf_config: Gives ``do_stable_layer_norm`` and the carried buffers
+            (``espnet_ssl["buffers"]``); None = post-LN with zero counters.
+
+    Returns:
+        Our state dict, buffers included ((1,) int64 each).
+
+    Raises:
+        KeyError: Naming a key without a counterpart, or a missing HF key.
+    """
+    pre_ln = bool(getattr(hf_config, "do_stable_layer_norm", False))
+    converted = _rename(state, model_key_rules(pre_ln), source=1)
+    _check_complete(set(converted), source=1)
+    buffers = _extras(hf_config).get("buffers", {})
+    for name in ESPNET_BUFFERS:
+        converted[name] = torch.tensor([int(buffers.get(name, 0))], dtype=torch.int64)
+    return converted
+
+
+# ------------------------------------------------------------------------ configs
+
+# (section, our option, HF field): the same value on both sides. Sections are
+# those of _sections(): "top", frontend_conf, preencoder_conf, encoder_conf,
+# loss_conf (loss.0.conf), mask_conf (util mask conf) and model_conf.
+SAME_VALUE_FIELDS: Tuple[Tuple[str, str, str], ...] = (
+    ("frontend_conf", "bias", "conv_bias"),
+    ("preencoder_conf", "output_size", "hidden_size"),
+    ("encoder_conf", "output_size", "hidden_size"),
+    ("encoder_conf", "num_blocks", "num_hidden_layers"),
+    ("encoder_conf", "attention_heads", "num_attention_heads"),
+    ("encoder_conf", "linear_units", "intermediate_size"),
+    ("encoder_conf", "ffn_activation", "hidden_act"),
+    ("encoder_conf", "dropout_rate", "hidden_dropout"),
+    ("encoder_conf", "attention_dropout_rate", "attention_dropout"),
+    ("encoder_conf", "pos_conv_kernel_size", "num_conv_pos_embeddings"),
+    ("encoder_conf", "pos_conv_groups", "num_conv_pos_embedding_groups"),
+    ("encoder_conf", "normalize_before", "do_stable_layer_norm"),
+    ("model_conf", "input_dropout", "feat_proj_dropout"),
+    ("loss_conf", "feature_dropout", "feat_quantizer_dropout"),
+    ("loss_conf", "num_groups", "num_codevector_groups"),
+    ("loss_conf", "num_entries", "num_codevectors_per_group"),
+    ("loss_conf", "final_dim", "codevector_dim"),
+    ("loss_conf", "final_dim", "proj_codevector_dim"),
+    ("loss_conf", "num_negatives", "num_negatives"),
+    ("loss_conf", "logit_temperature", "contrastive_logits_temperature"),
+    ("loss_conf", "diversity_weight", "diversity_loss_weight"),
+    ("mask_conf", "mask_prob", "mask_time_prob"),
+    ("mask_conf", "mask_length", "mask_time_length"),
+    ("mask_conf", "min_masks", "mask_time_min_masks"),
+    ("mask_conf", "mask_channel_prob", "mask_feature_prob"),
+    ("mask_conf", "mask_channel_length", "mask_feature_length"),
+)
+# (section, option, the only value HF can express, why); the reverse direction
+# writes these values.
+REQUIRED_VALUES: Tuple[Tuple[str, str, Any, str], ...] = (
+    ("top", "frontend", "wav2vec_cnn", "HF's feature encoder is the wav2vec 2.0 CNN"),
+    ("top", "input_size", None, "HF's input is the waveform"),
+    ("top", "specaug", None, "HF has no SpecAugment of the CNN features"),
+    ("top", "normalize", None, "HF does not normalise the CNN features"),
+    ("top", "preencoder", "linear", "HF projects the features with one Linear"),
+    ("top", "encoder", "transformer", "HF's context network is a Transformer"),
+    ("top", "model", "espnet", "only ESPnetSSLModel is converted"),
+    ("frontend_conf", "conv_mode", "standard", "HF's CNN has plain convolutions"),
+    ("frontend_conf", "normalize_audio", False, "HF's model does not do it"),
+    ("frontend_conf", "normalize_output", False, "use feature_layer_norm instead"),
+    ("preencoder_conf", "dropout", 0.0, "HF has no dropout before the projection"),
+    ("encoder_conf", "input_layer", "wav2vec", "HF does not project its input"),
+    ("encoder_conf", "pos_enc_layer_type", "conv", "HF has a conv pos embedding"),
+    ("encoder_conf", "pos_conv_residual", True, "HF adds the pos conv to its input"),
+    ("encoder_conf", "positionwise_layer_type", "linear", "HF's FFN is 2 Linears"),
+    ("encoder_conf", "layer_norm_eps", LAYER_NORM_EPS, "HF's eps is feature_norm's"),
+    ("encoder_conf", "zero_padded_frames", True, "HF zeroes padded frames"),
+    ("encoder_conf", "concat_after", False, "HF's layers add residuals"),
+    ("encoder_conf", "qk_norm", False, "HF's attention has no query/key norm"),
+    ("encoder_conf", "interctc_layer_idx", [], "HF has no intermediate CTC"),
+    ("encoder_conf", "interctc_use_conditioning", False, "HF has no CTC"),
+    ("loss_conf", "layer", -1, "HF's head reads the last encoder layer"),
+    ("model_conf", "feature_layer_norm", True, "HF always normalises CNN features"),
+)
+SECTION_NAMES = {"top": "", "loss_conf": "loss.0.conf", "mask_conf": "util.mask.conf"}
+REQUIRED_OPTIONS = (("frontend_conf", "norm_mode"), ("frontend_conf", "conv_mode"))
+REQUIRED_OPTIONS += (("frontend_conf", "bias"), ("preencoder_conf", "output_size"))
+# (normalize_before, embed_layer_norm) of HF's post-LN (BASE) and pre-LN
+# (do_stable_layer_norm, LARGE) encoders: one LayerNorm besides the layers' own.
+ENCODER_LAYER_NORMS = ((False, True), (True, False))
+# (HF field, the only value we can express, why)
+HF_REQUIRED_VALUES: Tuple[Tuple[str, Any, str], ...] = (
+    ("feat_extract_activation", "gelu", "our CNN uses exact GELU"),
+    ("layer_norm_eps", LAYER_NORM_EPS, "our feature_norm has torch's eps 1e-5"),
+    ("add_adapter", False, "we have no adapter after the encoder"),
+    ("adapter_attn_dim", None, "we have no attention adapters"),
+    ("apply_spec_augment", True, "our model always masks in pretraining"),
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _task_defaults() -> Dict[str, Any]:
+    """The defaults of every ``SSLTask`` option (what ``config.yaml`` holds)."""
+    return vars(SSLTask.get_parser().parse_args(["--token_list", "none"]))
+
+
+def complete_train_config(train_config: Mapping[str, Any]) -> Dict[str, Any]:
+    """``SSLTask``'s defaults overridden by ``train_config`` (a deep copy)."""
+    return copy.deepcopy({**_task_defaults(), **dict(train_config)})
+
+
+def _with_defaults(cls: type, conf: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """``conf`` completed with the defaults of ``cls.__init__``."""
+    params = inspect.signature(cls.__init__).parameters.values()
+    defaults = {p.name: p.default for p in params if p.default is not p.empty}
+    return {**defaults, **dict(conf or {})}
+
+
+def _extras(hf_config: Optional[Wav2Vec2Config]) -> Dict[str, Any]:
+    """The ESPnet-only values carried by an HF config (empty if none)."""
+    return dict(getattr(hf_config, EXTRAS_ATTRIBUTE, None) or {})
+
+
+def _refuse(section: str, option: str, value: Any, why: str) -> NoReturn:
+    name = f"{SECTION_NAMES.get(section, section)}.{option}".lstrip(".")
+    raise ValueError(
+        f"{name}={value!r} cannot be expressed by transformers' "
+        f"Wav2Vec2ForPreTraining: {why}"
+    )
+
+
+def _sections(train_config: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """The model parts of a training config, completed with their defaults."""
+    top = complete_train_config(train_config)
+    losses = top["loss"] or []
+    if len(losses) != 1 or losses[0].get("name") != "wav2vec2":
+        names = [item.get("name") for item in losses]
+        _refuse("top", "loss", names, "HF's objective is one wav2vec2 loss")
+    for section, option in REQUIRED_OPTIONS:
+        if option not in (top[section] or {}):
+            raise ValueError(f"{section}.{option} is required (it has no default)")
+    masks = [item.get("conf") for item in top["util"] or [] if item["name"] == "mask"]
+    return {
+        "top": top,
+        "frontend_conf": _with_defaults(CNNFrontend, top["frontend_conf"]),
+        "preencoder_conf": _with_defaults(LinearProjection, top["preencoder_conf"]),
+        "encoder_conf": _with_defaults(Wav2Vec2TransformerEncoder, top["encoder_conf"]),
+        "loss_conf": _with_defaults(Wav2Vec2Loss, losses[0].get("conf")),
+        "mask_conf": _with_defaults(SpanMasking, (masks or [{}])[-1]),
+        "model_conf": _with_defaults(ESPnetSSLModel, top["model_conf"]),
+    }
+
+
+def _check_expressible(sections: Dict[str, Dict[str, Any]]) -> None:
+    """Raise a ValueError naming the first option HF cannot express."""
+    for section, option, required, why in REQUIRED_VALUES:
+        value = sections[section][option]
+        if (list(value) if isinstance(value, tuple) else value) != required:
+            _refuse(section, option, value, why)
+    frontend, encoder = sections["frontend_conf"], sections["encoder_conf"]
+    loss, mask = sections["loss_conf"], sections["mask_conf"]
+    if frontend["norm_mode"] not in NORM_MODE_TO_HF:
+        _refuse("frontend_conf", "norm_mode", frontend["norm_mode"], "unknown")
+    if encoder["ffn_activation"] not in FFN_ACTIVATIONS:
+        _refuse("encoder_conf", "ffn_activation", encoder["ffn_activation"], "unknown")
+    norms = (encoder["normalize_before"], encoder["embed_layer_norm"])
+    if norms not in ENCODER_LAYER_NORMS:
+        why = f"HF's encoders have {ENCODER_LAYER_NORMS[0]} or {ENCODER_LAYER_NORMS[1]}"
+        _refuse("encoder_conf", "(normalize_before, embed_layer_norm)", norms, why)
+    size = sections["preencoder_conf"]["output_size"]
+    if size != encoder["output_size"]:
+        _refuse("preencoder_conf", "output_size", size, "HF projects to hidden_size")
+    if loss["feature_size"] != frontend["shapes"][-1][0]:
+        _refuse("loss_conf", "feature_size", loss["feature_size"], "HF quantizes CNN")
+    if not mask["mask_prob"] > 0:
+        _refuse("mask_conf", "mask_prob", mask["mask_prob"], "HF drops mask_emb")
+
+
+def _derived_hf_fields(sections: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    """HF fields that are not a copy of one option of ours."""
+    frontend, encoder = sections["frontend_conf"], sections["encoder_conf"]
+    shapes = [[int(v) for v in shape] for shape in frontend["shapes"]]
+    activation_dropout = encoder["activation_dropout_rate"]
+    if activation_dropout is None:  # ESPnet: the FFN reuses dropout_rate
+        activation_dropout = encoder["dropout_rate"]
+    return dict(
+        conv_dim=[channels for channels, _, _ in shapes],
+        conv_kernel=[kernel for _, kernel, _ in shapes],
+        conv_stride=[stride for _, _, stride in shapes],
+        feat_extract_norm=NORM_MODE_TO_HF[frontend["norm_mode"]],
+        feat_extract_activation="gelu",  # the CNN's exact GELU
+        activation_dropout=activation_dropout,
+        layerdrop=encoder["layer_drop_rate"] if encoder["apply_layer_drop"] else 0.0,
+        layer_norm_eps=LAYER_NORM_EPS,
+        apply_spec_augment=True,
+        mask_feature_min_masks=0,  # SpanMasking draws channel spans with no minimum
+    )
+
+
+def _espnet_only_values(
+    sections: Dict[str, Dict[str, Any]], buffers: Mapping[str, int]
+) -> Dict[str, Any]:
+    """The values HF has no field for, by section, and the buffers."""
+    extras = {
+        section: {key: sections[section][key] for key in defaults}
+        for section, defaults in ESPNET_ONLY_DEFAULTS.items()
+    }
+    encoder = sections["encoder_conf"]
+    if not encoder["apply_layer_drop"]:  # HF layerdrop is 0: keep the inert rate
+        extras["encoder_conf"]["apply_layer_drop"] = False
+        extras["encoder_conf"]["layer_drop_rate"] = encoder["layer_drop_rate"]
+    extras["buffers"] = {name: int(buffers.get(name, 0)) for name in ESPNET_BUFFERS}
+    return extras
+
+
+@typechecked
+def hf_config_from_espnet(
+    train_config: Mapping[str, Any], buffers: Optional[Mapping[str, int]] = None
+) -> Wav2Vec2Config:
+    """Translate our training config to an HF ``Wav2Vec2Config``.
+
+    Args:
+        train_config: The training config (``config.yaml`` as a dict, or only its
+            model parts); missing options take ``SSLTask``'s and the constructors'
+            defaults.
+        buffers: Our counters to carry (:func:`espnet_buffers`); None = 0.
+
+    Returns:
+        The HF config; ESPnet-only values and the buffers are in its
+        ``espnet_ssl`` attribute (saved in ``config.json``).
+
+    Raises:
+        ValueError: Naming an option (``section.option=value``) HF cannot express
+            and why.
+    """
+    sections = _sections(train_config)
+    _check_expressible(sections)
+    fields = {hf: sections[section][ours] for section, ours, hf in SAME_VALUE_FIELDS}
+    fields.update(_derived_hf_fields(sections))
+    fields[EXTRAS_ATTRIBUTE] = _espnet_only_values(sections, buffers or {})
+    return Wav2Vec2Config(**fields)
+
+
+def _check_hf_expressible(config: Wav2Vec2Config) -> None:
+    """Raise a ValueError naming the first HF field we cannot express."""
+
+    def refuse(option: str, why: str) -> NoReturn:
+        value = getattr(config, option)
+        raise ValueError(f"Hugging Face {option}={value!r} has no ESPnet form: {why}")
+
+    for option, required, why in HF_REQUIRED_VALUES:
+        if getattr(config, option, required) != required:
+            refuse(option, why)
+    if config.feat_extract_norm not in NORM_MODE_TO_HF.values():
+        refuse("feat_extract_norm", "unknown")
+    if config.hidden_act not in FFN_ACTIVATIONS:
+        refuse("hidden_act", f"our FFN supports {FFN_ACTIVATIONS}")
+    if config.proj_codevector_dim != config.codevector_dim:
+        refuse("proj_codevector_dim", "our project_q keeps codevector_dim")
+    if not config.mask_time_prob > 0:
+        refuse("mask_time_prob", "wav2vec 2.0 needs masked frames (mask_prob > 0)")
+    if config.mask_feature_prob > 0 and config.mask_feature_min_masks != 0:
+        refuse("mask_feature_min_masks", "our channel masks have no minimum")
+
+
+def _derived_espnet_options(config: Wav2Vec2Config) -> Dict[str, Dict[str, Any]]:
+    """Our options that are not a copy of one HF field, by section."""
+    norm_modes = {hf: ours for ours, hf in NORM_MODE_TO_HF.items()}
+    shapes = zip(config.conv_dim, config.conv_kernel, config.conv_stride)
+    return dict(
+        frontend_conf=dict(
+            norm_mode=norm_modes[config.feat_extract_norm],
+            shapes=[[int(c), int(k), int(s)] for c, k, s in shapes],
+        ),
+        encoder_conf=dict(
+            embed_layer_norm=not config.do_stable_layer_norm,
+            activation_dropout_rate=config.activation_dropout,
+            layer_drop_rate=config.layerdrop,
+            apply_layer_drop=config.layerdrop > 0,
+        ),
+        loss_conf=dict(feature_size=int(config.conv_dim[-1])),
+    )
+
+
+def _espnet_sections(config: Wav2Vec2Config) -> Dict[str, Dict[str, Any]]:
+    """Every option of ours, by section, that an HF config determines."""
+    sections = {name: {} for name in ("top", "preencoder_conf", "model_conf")}
+    sections.update(_derived_espnet_options(config))
+    sections["mask_conf"] = {}
+    for section, option, value, _ in REQUIRED_VALUES:
+        sections[section][option] = value
+    for section, ours, hf in SAME_VALUE_FIELDS:
+        sections[section][ours] = getattr(config, hf)
+    extras = _extras(config)
+    for section, defaults in ESPNET_ONLY_DEFAULTS.items():
+        sections[section].update({**defaults, **extras.get(section, {})})
+    if config.layerdrop > 0:  # HF's value wins over an inert rate in the extras
+        sections["encoder_conf"].update(
+            layer_drop_rate=config.layerdrop, apply_layer_drop=True
+        )
+    return sections
+
+
+@typechecked
+def espnet_config_from_hf(hf_config: Wav2Vec2Config) -> Dict[str, Any]:
+    """Translate an HF ``Wav2Vec2Config`` to the model part of our training config.
+
+    ESPnet-only values come from the config's ``espnet_ssl`` attribute when it has
+    one (a model converted from ours), else from :data:`ESPNET_ONLY_DEFAULTS`
+    (fairseq's BASE recipe).
+
+    Args:
+        hf_config: The HF config.
+
+    Returns:
+        A dict ``SSLTask.build_model`` accepts once completed with the task's
+        defaults (:func:`complete_train_config`); ``token_list`` is ``["<unk>"]``.
+
+    Raises:
+        ValueError: Naming an HF field we cannot express and why.
+    """
+    _check_hf_expressible(hf_config)
+    sections = _espnet_sections(hf_config)
+    return {
+        **sections["top"],
+        "token_list": ["<unk>"],
+        "token_type": "word",
+        "init": None,
+        "specaug_conf": {},
+        "normalize_conf": {},
+        **{name: sections[name] for name in SECTIONS_IN_CONFIG},
+        "loss": [{"name": "wav2vec2", "conf": sections["loss_conf"]}],
+        "util": [{"name": "mask", "conf": sections["mask_conf"]}],
+    }
+
+
+# ------------------------------------------------------------------------- models
+
+
+@typechecked
+def build_espnet_model(train_config: Mapping[str, Any]) -> ESPnetSSLModel:
+    """Build our model through ``SSLTask.build_model`` (random weights).
+
+    Args:
+        train_config: A training config; missing options take the task defaults.
+    """
+    args = argparse.Namespace(**complete_train_config(train_config))
+    return SSLTask.build_model(args)
+
+
+def _wav2vec2_loss(model: ESPnetSSLModel) -> Wav2Vec2Loss:
+    """The model's only loss, which must be wav2vec 2.0's."""
+    if len(model.losses) != 1 or not isinstance(model.losses[0], Wav2Vec2Loss):
+        kinds = [type(loss).__name__ for loss in model.losses]
+        raise ValueError(f"need exactly one Wav2Vec2Loss, the model has {kinds}")
+    return model.losses[0]
+
+
+@typechecked
+def to_hf(
+    model: ESPnetSSLModel, train_config: Mapping[str, Any]
+) -> Wav2Vec2ForPreTraining:
+    """Our model as an HF ``Wav2Vec2ForPreTraining`` with the same weights.
+
+    Args:
+        model: Our wav2vec 2.0 model.
+        train_config: The config it was built from.
+
+    Returns:
+        The HF model, in our model's dtype and train/eval mode, with our current
+        Gumbel temperature (HF does not save it).
+    """
+    temperature = _wav2vec2_loss(model).quantizer.temperature
+    state = model.state_dict()
+    hf_config = hf_config_from_espnet(train_config, espnet_buffers(state))
+    hf_model = Wav2Vec2ForPreTraining(hf_config)
+    hf_model.to(next(model.parameters()).dtype)
+    hf_model.load_state_dict(espnet_to_hf_state_dict(state), strict=True)
+    hf_model.set_gumbel_temperature(temperature)
+    return hf_model.train(model.training)
+
+
+@typechecked
+def from_hf(
+    hf_model: Wav2Vec2ForPreTraining,
+) -> Tuple[ESPnetSSLModel, Dict[str, Any]]:
+    """An HF ``Wav2Vec2ForPreTraining`` as our model, built through ``SSLTask``.
+
+    Args:
+        hf_model: The HF model.
+
+    Returns:
+        Our model (HF's dtype and train/eval mode, Gumbel temperature set from
+        the carried ``num_updates``) and its training config
+        (:func:`espnet_config_from_hf`).
+    """
+    train_config = espnet_config_from_hf(hf_model.config)
+    model = build_espnet_model(train_config)
+    model.to(next(hf_model.parameters()).dtype)
+    state = hf_to_espnet_state_dict(hf_model.state_dict(), hf_model.config)
+    model.load_state_dict(state, strict=True)
+    _wav2vec2_loss(model).step(int(model.num_updates))
+    return model.train(hf_model.training), train_config
+
+
+def hf_negatives_to_espnet(
+    sampled_negative_indices: torch.Tensor, mask_time_indices: torch.Tensor
+) -> torch.Tensor:
+    """Convert HF's negative indices to our loss's ``negative_indices``.
+
+    Args:
+        sampled_negative_indices: (B, T, K) long, HF's indices into the B * T
+            frames (only the rows of masked frames are read).
+        mask_time_indices: (B, T) bool, True on masked frames.
+
+    Returns:
+        (N, K) long: for the N masked frames in (b, t) row-major order, the
+        indices of their negatives among the masked frames in that order.
+
+    Raises:
+        ValueError: If a negative of a masked frame is not a masked frame (ours
+            draws negatives among masked frames only).
+    """
+    mask = mask_time_indices.bool()
+    flat = mask.flatten()  # (B * T,)
+    rank = torch.full(flat.shape, -1, dtype=torch.long, device=flat.device)
+    rank[flat] = torch.arange(int(flat.sum()), device=flat.device)
+    negatives = rank[sampled_negative_indices.long()[mask]]  # (N, K)
+    if (negatives < 0).any():
+        raise ValueError("a negative index points to a frame that is not masked")
+    return negatives

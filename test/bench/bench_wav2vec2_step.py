@@ -1,0 +1,534 @@
+"""Benchmark: one wav2vec 2.0 pretraining step, ours vs Hugging Face, side by side.
+
+One training step = forward + backward + AdamW update, on a batch of 4 utterances of
+4 s random audio (16 kHz, no padding), both models in train mode (dropouts, layer
+drop and Gumbel noise on), at two sizes:
+
+* ``base``: ours is built from ``conf/tuning/train_ssl_wav2vec2_base.yaml`` through
+  ESPnet's real ``SSLTask`` (``use_flash_attn: false`` on CPU); the reference is
+  ``transformers.Wav2Vec2ForPreTraining`` with the same architecture (95 M params).
+* ``small``: the same YAML with a 256-channel CNN (same kernels and strides), a
+  256-dim, 8-block, 4-head encoder with 1024 FFN units; quantizer, projection and
+  loss settings unchanged (2 x 320 codebook, 256 dims, 100 negatives). About 8.3 M
+  parameters on both sides.
+
+Masks: mask_prob 0.65, mask_length 10, min_masks 2 on both. Ours draws its mask and
+negatives inside the model; Hugging Face's are drawn by its own
+``_compute_mask_indices`` and ``_sample_negative_indices`` inside the timed step
+(its data collator's work), and their time is reported as ``hf_mask_s``.
+
+Method (test/bench/README.md): one process, warm-up, then the two models alternate
+(ABBA order) for ``--repeats`` steps each; the median step time gives audio seconds
+per wall second; FLOPs of one forward + backward are counted with
+``torch.utils.flop_counter.FlopCounterMode`` and divided by the step time and by the
+best float32 matrix-multiply rate measured here (``torch.mm`` 2048^3 and the same
+product as a 1x1 ``conv1d``, which goes through oneDNN): the MFU.
+
+Run: ``cd /work/main && tools/venv/bin/python test/bench/bench_wav2vec2_step.py``.
+Writes one JSON line per (model, size), a summary line of ratios, and
+``bench/results/wav2vec2_step.json``. ``--profile N`` also writes torch.profiler
+tables of N steps per model to ``bench/results/wav2vec2_step_profile_<size>.txt``.
+"""
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+import yaml
+from torch.utils.flop_counter import (
+    FlopCounterMode,
+    sdpa_backward_flop_count,
+    sdpa_flop_count,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BASE_YAML = "egs2/librispeech/ssl1/conf/tuning/train_ssl_wav2vec2_base.yaml"
+SAMPLE_RATE = 16000
+AUDIO_SECONDS = 4.0
+BATCH_SIZE = 4
+MASK_PROB = 0.65
+MASK_LENGTH = 10
+MIN_MASKS = 2
+LAYER_DROP = 0.05
+LEARNING_RATE = 5e-4
+# The sizes as overrides of the BASE YAML: (CNN channels, D, heads, FFN, blocks)
+SIZES = {
+    "base": dict(channels=512, dim=768, heads=12, ffn=3072, blocks=12),
+    "small": dict(channels=256, dim=256, heads=4, ffn=1024, blocks=8),
+}
+ATEN = torch.ops.aten
+
+
+# ---------------------------------------------------------------- environment
+def cpu_flags() -> List[str]:
+    """The SIMD flags of this CPU that matter for float32 matmuls."""
+    prefixes = ("avx", "amx", "fma", "f16c")
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                flags = line.split(":", 1)[1].split()
+                return sorted(x for x in flags if x.startswith(prefixes))
+    return []
+
+
+def allocator() -> str:
+    """The malloc in use: jemalloc/tcmalloc when preloaded, else glibc."""
+    with open("/proc/self/maps") as f:
+        maps = f.read()
+    for name in ("jemalloc", "tcmalloc", "mimalloc"):
+        if name in maps:
+            conf = os.environ.get("MALLOC_CONF", "")
+            return f"{name} (LD_PRELOAD; MALLOC_CONF={conf!r})"
+    return "glibc malloc (default)"
+
+
+def environment() -> Dict:
+    """What a result depends on: versions, threads, CPU flags, allocator."""
+    import transformers
+
+    import espnet2.ssl.espnet_model as ours_module
+
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_flags": cpu_flags(),
+        "allocator": allocator(),
+        "loadavg_end": loadavg(),
+        "ours_model_file": os.path.relpath(ours_module.__file__, REPO_ROOT),
+    }
+
+
+def loadavg() -> List[float]:
+    """The 1, 5 and 15 minute load averages (other processes slow a benchmark)."""
+    with open("/proc/loadavg") as f:
+        return [float(x) for x in f.read().split()[:3]]
+
+
+def read_status_kib(key: str) -> int:
+    """A ``/proc/self/status`` value in KiB (e.g. ``VmRSS``, ``VmHWM``)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+def reset_peak_rss() -> bool:
+    """Resets VmHWM to the current RSS (Linux ``clear_refs`` 5); False if denied."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------- peak rate
+def best_rate(fn: Callable[[], torch.Tensor], flops: float, repeats: int) -> float:
+    """Best GFLOP/s of ``fn`` over ``repeats`` runs after one warm-up."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return flops / best / 1e9
+
+
+def matmul_peak(size: int = 2048, repeats: int = 10) -> Dict[str, float]:
+    """float32 GFLOP/s of a size^3 product as ``torch.mm`` and as a 1x1 conv1d."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    x = torch.randn(1, size, size)  # (N, C_in, L)
+    w = torch.randn(size, size, 1)  # (C_out, C_in, 1)
+    flops = 2.0 * size**3
+    with torch.no_grad():
+        mm = best_rate(lambda: torch.mm(a, b), flops, repeats)
+        conv = best_rate(lambda: torch.nn.functional.conv1d(x, w), flops, repeats)
+    return {"mm_gflops": mm, "conv1x1_gflops": conv, "peak_gflops": max(mm, conv)}
+
+
+# ---------------------------------------------------------------- models
+def ours_config(size: str) -> Dict:
+    """The BASE YAML as a dict, resized to ``size`` (see SIZES)."""
+    with open(REPO_ROOT / BASE_YAML) as f:
+        conf = yaml.safe_load(f)
+    arch = SIZES[size]
+    shapes = conf["frontend_conf"]["shapes"]
+    conf["frontend_conf"]["shapes"] = [[arch["channels"], k, s] for _, k, s in shapes]
+    conf["preencoder_conf"]["output_size"] = arch["dim"]
+    conf["encoder_conf"].update(
+        output_size=arch["dim"],
+        attention_heads=arch["heads"],
+        linear_units=arch["ffn"],
+        num_blocks=arch["blocks"],
+        use_flash_attn=False,  # CPU: ESPnet's explicit softmax attention
+    )
+    conf["loss"][0]["conf"]["feature_size"] = arch["channels"]
+    return conf
+
+
+def build_ours(size: str) -> torch.nn.Module:
+    """Our ESPnetSSLModel, built by SSLTask from the (resized) BASE YAML."""
+    from espnet2.tasks.ssl import SSLTask
+
+    args = SSLTask.get_parser().parse_args(
+        ["--token_list", "none", "--token_type", "word"]
+    )
+    for key, value in ours_config(size).items():
+        setattr(args, key, value)
+    args.token_list = ["<unk>"]
+    return SSLTask.build_model(args)
+
+
+def build_hf(size: str, attention: str) -> torch.nn.Module:
+    """``Wav2Vec2ForPreTraining`` with the architecture and dropouts of ours."""
+    from transformers import Wav2Vec2Config, Wav2Vec2ForPreTraining
+
+    arch = SIZES[size]
+    config = Wav2Vec2Config(
+        conv_dim=[arch["channels"]] * 7,
+        conv_kernel=[10, 3, 3, 3, 3, 2, 2],
+        conv_stride=[5, 2, 2, 2, 2, 2, 2],
+        conv_bias=False,
+        feat_extract_norm="group",
+        feat_extract_activation="gelu",
+        hidden_size=arch["dim"],
+        num_hidden_layers=arch["blocks"],
+        num_attention_heads=arch["heads"],
+        intermediate_size=arch["ffn"],
+        hidden_act="gelu",
+        layer_norm_eps=1e-5,
+        num_conv_pos_embeddings=128,
+        num_conv_pos_embedding_groups=16,
+        do_stable_layer_norm=False,
+        num_codevector_groups=2,
+        num_codevectors_per_group=320,
+        codevector_dim=256,
+        proj_codevector_dim=256,
+        num_negatives=100,
+        hidden_dropout=0.1,
+        attention_dropout=0.1,
+        activation_dropout=0.0,
+        feat_proj_dropout=0.1,  # ours: model_conf.input_dropout
+        feat_quantizer_dropout=0.1,  # ours: loss feature_dropout
+        layerdrop=LAYER_DROP,
+        mask_time_prob=MASK_PROB,
+        mask_time_length=MASK_LENGTH,
+        mask_time_min_masks=MIN_MASKS,
+        diversity_loss_weight=0.1,
+        contrastive_logits_temperature=0.1,
+        attn_implementation=attention,
+    )
+    return Wav2Vec2ForPreTraining(config)
+
+
+# ---------------------------------------------------------------- steps
+class TrainStep:
+    """One optimiser step of a model on a fixed batch; subclasses run the model."""
+
+    name = ""
+
+    def __init__(self, model: torch.nn.Module, speech: torch.Tensor):
+        """Puts ``model`` in train mode with AdamW (lr 5e-4, ours' betas/eps/wd)."""
+        self.model = model.train()
+        self.speech = speech  # (B, S) float, no padding
+        self.optimizer = torch.optim.AdamW(
+            model.parameters(),
+            lr=LEARNING_RATE,
+            betas=(0.9, 0.98),
+            eps=1e-6,
+            weight_decay=0.01,
+        )
+        self.num_params = sum(p.numel() for p in model.parameters())
+
+    def loss(self) -> Dict:
+        """Forward pass: ``{"loss": 0-dim tensor, "masked_frames": int, ...}``."""
+        raise NotImplementedError
+
+    def set_layer_drop(self, enabled: bool) -> None:
+        """Switches layer drop on (configured rate) or off (all layers run)."""
+        raise NotImplementedError
+
+    def __call__(self, update: bool = True) -> Dict:
+        """Forward, backward and (with ``update``) the AdamW step."""
+        self.optimizer.zero_grad(set_to_none=True)
+        out = self.loss()
+        out.pop("loss").backward()
+        if update:
+            self.optimizer.step()
+        return out
+
+
+class OursStep(TrainStep):
+    """Our ESPnetSSLModel: mask and negatives are drawn inside the model."""
+
+    name = "ours"
+
+    def __init__(self, model: torch.nn.Module, speech: torch.Tensor):
+        super().__init__(model, speech)
+        model.count_optimizer_updates(self.optimizer)  # as SSLTask.build_optimizers
+        self.lengths = torch.full((speech.size(0),), speech.size(1), dtype=torch.long)
+
+    def loss(self) -> Dict:
+        loss, stats, _ = self.model(self.speech, self.lengths)
+        return {"loss": loss, "masked_frames": int(stats["num_masked_frames"])}
+
+    def set_layer_drop(self, enabled: bool) -> None:
+        self.model.encoder.apply_layer_drop = enabled
+
+
+class HfStep(TrainStep):
+    """Hugging Face: its own mask and negative sampling, then the model."""
+
+    name = "hf"
+
+    def __init__(self, model: torch.nn.Module, speech: torch.Tensor):
+        super().__init__(model, speech)
+        self.num_frames = int(model._get_feat_extract_output_lengths(speech.size(1)))
+
+    def draw_mask_and_negatives(self):
+        """(B, T) bool mask and (B, T, K) long negatives, as HF's collator does."""
+        from transformers.models.wav2vec2.modeling_wav2vec2 import (
+            _compute_mask_indices,
+            _sample_negative_indices,
+        )
+
+        shape = (self.speech.size(0), self.num_frames)
+        mask = _compute_mask_indices(shape, MASK_PROB, MASK_LENGTH, min_masks=MIN_MASKS)
+        negatives = _sample_negative_indices(
+            shape, self.model.config.num_negatives, mask
+        )
+        return torch.from_numpy(mask), torch.from_numpy(negatives).long()
+
+    def loss(self) -> Dict:
+        start = time.perf_counter()
+        mask, negatives = self.draw_mask_and_negatives()
+        mask_seconds = time.perf_counter() - start
+        out = self.model(
+            self.speech, mask_time_indices=mask, sampled_negative_indices=negatives
+        )
+        return {
+            "loss": out.loss,
+            "masked_frames": int(mask.sum()),
+            "hf_mask_s": mask_seconds,
+        }
+
+    def set_layer_drop(self, enabled: bool) -> None:
+        self.model.config.layerdrop = LAYER_DROP if enabled else 0.0
+
+
+# ---------------------------------------------------------------- FLOPs
+def _cpu_flash_forward(q, k, v, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(q, k, v)
+
+
+def _cpu_flash_backward(grad, q, k, v, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_backward_flop_count(grad, q, k, v)
+
+
+# torch's counter knows the CUDA SDPA kernels but not the CPU flash one
+CPU_SDPA_FLOPS = {
+    ATEN._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_forward,
+    ATEN._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_flash_backward,
+}
+
+
+def encoder_layer_flops(size: str, frames: int) -> float:
+    """Matmul FLOPs of one encoder block, forward + backward (3x forward).
+
+    Forward: 8 B T D^2 (q, k, v, out) + 4 B T D F (FFN) + 4 B T^2 D (QK^T, AV).
+    """
+    arch = SIZES[size]
+    bt, d = BATCH_SIZE * frames, arch["dim"]
+    forward = bt * (8 * d * d + 4 * d * arch["ffn"]) + 4 * bt * frames * d
+    return 3.0 * forward
+
+
+def count_flops(step: TrainStep, size: str, frames: int) -> Dict[str, float]:
+    """FLOPs of one forward + backward with all layers, and the layer-drop mean.
+
+    Counted without layer drop (a fixed graph); the expected FLOPs of a timed step
+    subtract the layer-drop rate times the blocks' FLOPs.
+    """
+    step.set_layer_drop(False)
+    try:
+        with FlopCounterMode(display=False, custom_mapping=CPU_SDPA_FLOPS) as counter:
+            step(update=False)
+    finally:
+        step.set_layer_drop(True)
+    full = float(counter.get_total_flops())
+    dropped = LAYER_DROP * SIZES[size]["blocks"] * encoder_layer_flops(size, frames)
+    return {"gflop_all_layers": full / 1e9, "gflop_expected": (full - dropped) / 1e9}
+
+
+# ---------------------------------------------------------------- timing
+def timed(step: TrainStep, rss: bool) -> Dict:
+    """One step with its wall time and (with ``rss``) its peak RSS."""
+    rss_start = read_status_kib("VmRSS") if rss else 0
+    cpu_start, start = time.process_time(), time.perf_counter()
+    out = step()
+    out["step_s"] = time.perf_counter() - start
+    # share of the step's wall time x threads that this process was on a CPU
+    cpu = time.process_time() - cpu_start
+    out["cpu_share"] = cpu / (out["step_s"] * torch.get_num_threads())
+    if rss:
+        out["rss_start_mb"] = rss_start / 1024
+        out["peak_rss_mb"] = read_status_kib("VmHWM") / 1024
+    return out
+
+
+def alternate(steps: List[TrainStep], warmup: int, repeats: int) -> Dict[str, List]:
+    """Warm-up, then ABBA-alternated timed steps: ``{name: [per-step dicts]}``."""
+    for _ in range(warmup):
+        for step in steps:
+            step()
+    rss = reset_peak_rss()
+    records = {step.name: [] for step in steps}
+    for i in range(repeats):
+        for step in steps if i % 2 == 0 else steps[::-1]:
+            if rss:
+                reset_peak_rss()
+            records[step.name].append(timed(step, rss))
+    return records
+
+
+def summarise(records: List[Dict], step: TrainStep, flops: Dict, peak: float):
+    """The JSON result of one model from its timed steps."""
+    times = [r["step_s"] for r in records]
+    median = statistics.median(times)
+    audio_seconds = BATCH_SIZE * AUDIO_SECONDS
+    result = {
+        "params_m": step.num_params / 1e6,
+        "step_s_median": median,
+        "step_s_all": [round(t, 4) for t in times],
+        "audio_s_per_s": audio_seconds / median,
+        "masked_frames_mean": statistics.mean(r["masked_frames"] for r in records),
+        "cpu_share_median": statistics.median(r["cpu_share"] for r in records),
+        **flops,
+        "achieved_gflops": flops["gflop_expected"] / median,
+        "mfu": flops["gflop_expected"] / median / peak,
+    }
+    if "hf_mask_s" in records[0]:
+        result["hf_mask_s_median"] = statistics.median(r["hf_mask_s"] for r in records)
+    if "peak_rss_mb" in records[0]:
+        result["peak_rss_mb_max"] = max(r["peak_rss_mb"] for r in records)
+        result["step_rss_growth_mb_median"] = statistics.median(
+            r["peak_rss_mb"] - r["rss_start_mb"] for r in records
+        )
+    return result
+
+
+# ---------------------------------------------------------------- profile
+def profile(steps: List[TrainStep], num_steps: int, path: Path) -> None:
+    """Writes torch.profiler op tables (self CPU time) of each model to ``path``."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    with open(path, "w") as f:
+        for step in steps:
+            with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+                for _ in range(num_steps):
+                    step()
+            table = prof.key_averages().table(sort_by="self_cpu_time_total")
+            f.write(f"==== {step.name}: {num_steps} steps\n{table[:20000]}\n")
+    logging.info(f"profile written to {path}")
+
+
+# ---------------------------------------------------------------- main
+def run_size(size: str, args: argparse.Namespace, peak: float) -> Dict[str, Dict]:
+    """Builds both models at ``size``, counts FLOPs, times them; returns results."""
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    num_samples = int(AUDIO_SECONDS * SAMPLE_RATE)
+    speech = 0.1 * torch.randn(BATCH_SIZE, num_samples)  # (B, S), no padding
+    ours = OursStep(build_ours(size), speech)
+    hf = HfStep(build_hf(size, args.hf_attention), speech)
+    flops = {s.name: count_flops(s, size, hf.num_frames) for s in (ours, hf)}
+    records = alternate([ours, hf], args.warmup, args.repeats)
+    results = {}
+    for step in (ours, hf):
+        results[step.name] = {
+            "bench": "wav2vec2_step",
+            "model": step.name,
+            "size": size,
+            "frames": hf.num_frames,
+            **summarise(records[step.name], step, flops[step.name], peak),
+        }
+        print(json.dumps(results[step.name]), flush=True)
+    if args.profile > 0:
+        path = Path(args.output).with_name(f"wav2vec2_step_profile_{size}.txt")
+        profile([ours, hf], args.profile, path)
+    return results
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--sizes", nargs="+", default=["small", "base"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=2, help="steps per model")
+    parser.add_argument("--repeats", type=int, default=5, help="timed steps each")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--hf_attention",
+        default="sdpa",
+        choices=["sdpa", "eager"],
+        help="Hugging Face attention implementation",
+    )
+    parser.add_argument(
+        "--profile", type=int, default=0, help="also profile N steps per model"
+    )
+    parser.add_argument(
+        "--output", default=str(REPO_ROOT / "bench/results/wav2vec2_step.json")
+    )
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.info(f"arguments: {vars(args)}")
+    torch.set_num_threads(args.threads)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    load_start = loadavg()
+    peak_start = matmul_peak()
+    results = {
+        size: run_size(size, args, peak_start["peak_gflops"]) for size in args.sizes
+    }
+    peak_end = matmul_peak()
+    summary = {
+        "bench": "wav2vec2_step",
+        "summary": True,
+        "throughput_ratio_ours_over_hf": {
+            size: r["ours"]["audio_s_per_s"] / r["hf"]["audio_s_per_s"]
+            for size, r in results.items()
+        },
+        "mfu": {f"{s}_{m}": r[m]["mfu"] for s, r in results.items() for m in r},
+        "peak": {"start": peak_start, "end": peak_end},
+        "batch": f"{BATCH_SIZE} x {AUDIO_SECONDS} s random audio, no padding",
+        "hf_attention": args.hf_attention,
+        "warmup": args.warmup,
+        "loadavg_start": load_start,
+        "repeats": args.repeats,
+        **environment(),
+    }
+    print(json.dumps(summary), flush=True)
+    with open(args.output, "w") as f:
+        json.dump({"summary": summary, "results": results}, f, indent=1)
+    logging.info(f"written {args.output}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
