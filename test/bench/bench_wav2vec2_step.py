@@ -12,17 +12,28 @@ drop and Gumbel noise on), at two sizes:
   loss settings unchanged (2 x 320 codebook, 256 dims, 100 negatives). About 8.3 M
   parameters on both sides.
 
-Masks: mask_prob 0.65, mask_length 10, min_masks 2 on both. Ours draws its mask and
+Both models are configured from the same (resized) YAML: architecture, dropouts,
+layer drop 0.05, codebook, 100 negatives, masks (mask_prob 0.65, mask_length 10,
+min_masks 2) and AdamW with its ``optim_conf`` (lr 5e-4). Ours draws its mask and
 negatives inside the model; Hugging Face's are drawn by its own
 ``_compute_mask_indices`` and ``_sample_negative_indices`` inside the timed step
-(its data collator's work), and their time is reported as ``hf_mask_s``.
+(its data collator's work), and their time is reported as ``hf_mask_s``. Hugging
+Face uses SDPA attention (``--hf_attention``); on a CPU in training, with attention
+dropout, PyTorch runs SDPA's math path (explicit softmax), as ESPnet does.
+
+Differences that remain, by design of each implementation: Hugging Face quantizes
+and scores all B * T frames (ours only the masked ones), computes a gradient for the
+waveform, and has no feature penalty; ours trims every utterance to the batch's
+smallest mask (fairseq ``require_same_masks``), so it scores ~5-10 % fewer frames.
 
 Method (test/bench/README.md): one process, warm-up, then the two models alternate
 (ABBA order) for ``--repeats`` steps each; the median step time gives audio seconds
 per wall second; FLOPs of one forward + backward are counted with
 ``torch.utils.flop_counter.FlopCounterMode`` and divided by the step time and by the
 best float32 matrix-multiply rate measured here (``torch.mm`` 2048^3 and the same
-product as a 1x1 ``conv1d``, which goes through oneDNN): the MFU.
+product as a 1x1 ``conv1d``, which goes through oneDNN; probed at the start and
+the end, the best counts): the MFU. ``cpu_share`` (process CPU time over wall time
+x threads) tells whether other processes took the CPUs during a step.
 
 Run: ``cd /work/main && tools/venv/bin/python test/bench/bench_wav2vec2_step.py``.
 Writes one JSON line per (model, size), a summary line of ratios, and
@@ -54,11 +65,7 @@ BASE_YAML = "egs2/librispeech/ssl1/conf/tuning/train_ssl_wav2vec2_base.yaml"
 SAMPLE_RATE = 16000
 AUDIO_SECONDS = 4.0
 BATCH_SIZE = 4
-MASK_PROB = 0.65
-MASK_LENGTH = 10
-MIN_MASKS = 2
-LAYER_DROP = 0.05
-LEARNING_RATE = 5e-4
+CONTENDED_CPU_SHARE = 0.9  # below this median share, other processes took the CPUs
 # The sizes as overrides of the BASE YAML: (CNN channels, D, heads, FFN, blocks)
 SIZES = {
     "base": dict(channels=512, dim=768, heads=12, ffn=3072, blocks=12),
@@ -158,8 +165,11 @@ def matmul_peak(size: int = 2048, repeats: int = 10) -> Dict[str, float]:
 
 
 # ---------------------------------------------------------------- models
-def ours_config(size: str) -> Dict:
-    """The BASE YAML as a dict, resized to ``size`` (see SIZES)."""
+def load_config(size: str) -> Dict:
+    """The BASE YAML as a dict, resized to ``size`` (see SIZES).
+
+    Both models are configured from it, so a change in the YAML reaches both.
+    """
     with open(REPO_ROOT / BASE_YAML) as f:
         conf = yaml.safe_load(f)
     arch = SIZES[size]
@@ -177,58 +187,72 @@ def ours_config(size: str) -> Dict:
     return conf
 
 
-def build_ours(size: str) -> torch.nn.Module:
-    """Our ESPnetSSLModel, built by SSLTask from the (resized) BASE YAML."""
+def mask_conf(conf: Dict) -> Dict:
+    """The ``mask`` util's settings (mask_prob, mask_length, min_masks)."""
+    util = next(u for u in conf["util"] if u["name"] == "mask")["conf"]
+    return {k: util[k] for k in ("mask_prob", "mask_length", "min_masks")}
+
+
+def optim_conf(conf: Dict) -> Dict:
+    """``optim_conf`` as AdamW keyword arguments (lr, betas, eps, weight decay)."""
+    return {**conf["optim_conf"], "betas": tuple(conf["optim_conf"]["betas"])}
+
+
+def build_ours(conf: Dict) -> torch.nn.Module:
+    """Our ESPnetSSLModel, built by SSLTask's parser and builder from ``conf``."""
     from espnet2.tasks.ssl import SSLTask
 
     args = SSLTask.get_parser().parse_args(
         ["--token_list", "none", "--token_type", "word"]
     )
-    for key, value in ours_config(size).items():
+    for key, value in conf.items():
         setattr(args, key, value)
     args.token_list = ["<unk>"]
     return SSLTask.build_model(args)
 
 
-def build_hf(size: str, attention: str) -> torch.nn.Module:
-    """``Wav2Vec2ForPreTraining`` with the architecture and dropouts of ours."""
+def hf_config_kwargs(conf: Dict) -> Dict:
+    """``Wav2Vec2Config`` arguments equal to our YAML, key by key."""
+    cnn, enc = conf["frontend_conf"], conf["encoder_conf"]
+    loss = conf["loss"][0]["conf"]
+    assert cnn["norm_mode"] == "group_norm" and not enc["normalize_before"]
+    return dict(
+        conv_dim=[c for c, _, _ in cnn["shapes"]],
+        conv_kernel=[k for _, k, _ in cnn["shapes"]],
+        conv_stride=[s for _, _, s in cnn["shapes"]],
+        conv_bias=cnn["bias"],
+        feat_extract_norm="group",  # GroupNorm on the first conv only
+        feat_extract_activation="gelu",
+        hidden_size=enc["output_size"],
+        num_hidden_layers=enc["num_blocks"],
+        num_attention_heads=enc["attention_heads"],
+        intermediate_size=enc["linear_units"],
+        hidden_act=enc["ffn_activation"],
+        layer_norm_eps=enc["layer_norm_eps"],
+        num_conv_pos_embeddings=enc["pos_conv_kernel_size"],
+        num_conv_pos_embedding_groups=enc["pos_conv_groups"],
+        do_stable_layer_norm=False,  # post-LN, as normalize_before: false
+        hidden_dropout=enc["dropout_rate"],
+        attention_dropout=enc["attention_dropout_rate"],
+        activation_dropout=enc["activation_dropout_rate"],
+        layerdrop=enc["layer_drop_rate"],
+        feat_proj_dropout=conf["model_conf"]["input_dropout"],
+        feat_quantizer_dropout=loss["feature_dropout"],
+        num_codevector_groups=loss["num_groups"],
+        num_codevectors_per_group=loss["num_entries"],
+        codevector_dim=loss["final_dim"],
+        proj_codevector_dim=loss["final_dim"],
+        num_negatives=loss["num_negatives"],
+        contrastive_logits_temperature=loss["logit_temperature"],
+        diversity_loss_weight=loss["diversity_weight"],
+    )
+
+
+def build_hf(conf: Dict, attention: str) -> torch.nn.Module:
+    """``Wav2Vec2ForPreTraining`` with the architecture and dropouts of ``conf``."""
     from transformers import Wav2Vec2Config, Wav2Vec2ForPreTraining
 
-    arch = SIZES[size]
-    config = Wav2Vec2Config(
-        conv_dim=[arch["channels"]] * 7,
-        conv_kernel=[10, 3, 3, 3, 3, 2, 2],
-        conv_stride=[5, 2, 2, 2, 2, 2, 2],
-        conv_bias=False,
-        feat_extract_norm="group",
-        feat_extract_activation="gelu",
-        hidden_size=arch["dim"],
-        num_hidden_layers=arch["blocks"],
-        num_attention_heads=arch["heads"],
-        intermediate_size=arch["ffn"],
-        hidden_act="gelu",
-        layer_norm_eps=1e-5,
-        num_conv_pos_embeddings=128,
-        num_conv_pos_embedding_groups=16,
-        do_stable_layer_norm=False,
-        num_codevector_groups=2,
-        num_codevectors_per_group=320,
-        codevector_dim=256,
-        proj_codevector_dim=256,
-        num_negatives=100,
-        hidden_dropout=0.1,
-        attention_dropout=0.1,
-        activation_dropout=0.0,
-        feat_proj_dropout=0.1,  # ours: model_conf.input_dropout
-        feat_quantizer_dropout=0.1,  # ours: loss feature_dropout
-        layerdrop=LAYER_DROP,
-        mask_time_prob=MASK_PROB,
-        mask_time_length=MASK_LENGTH,
-        mask_time_min_masks=MIN_MASKS,
-        diversity_loss_weight=0.1,
-        contrastive_logits_temperature=0.1,
-        attn_implementation=attention,
-    )
+    config = Wav2Vec2Config(**hf_config_kwargs(conf), attn_implementation=attention)
     return Wav2Vec2ForPreTraining(config)
 
 
@@ -238,17 +262,12 @@ class TrainStep:
 
     name = ""
 
-    def __init__(self, model: torch.nn.Module, speech: torch.Tensor):
-        """Puts ``model`` in train mode with AdamW (lr 5e-4, ours' betas/eps/wd)."""
+    def __init__(self, model: torch.nn.Module, speech: torch.Tensor, conf: Dict):
+        """Puts ``model`` in train mode with AdamW and ``conf``'s ``optim_conf``."""
         self.model = model.train()
         self.speech = speech  # (B, S) float, no padding
-        self.optimizer = torch.optim.AdamW(
-            model.parameters(),
-            lr=LEARNING_RATE,
-            betas=(0.9, 0.98),
-            eps=1e-6,
-            weight_decay=0.01,
-        )
+        self.optimizer = torch.optim.AdamW(model.parameters(), **optim_conf(conf))
+        self.layer_drop_rate = conf["encoder_conf"]["layer_drop_rate"]
         self.num_params = sum(p.numel() for p in model.parameters())
 
     def loss(self) -> Dict:
@@ -274,8 +293,8 @@ class OursStep(TrainStep):
 
     name = "ours"
 
-    def __init__(self, model: torch.nn.Module, speech: torch.Tensor):
-        super().__init__(model, speech)
+    def __init__(self, model: torch.nn.Module, speech: torch.Tensor, conf: Dict):
+        super().__init__(model, speech, conf)
         model.count_optimizer_updates(self.optimizer)  # as SSLTask.build_optimizers
         self.lengths = torch.full((speech.size(0),), speech.size(1), dtype=torch.long)
 
@@ -292,8 +311,9 @@ class HfStep(TrainStep):
 
     name = "hf"
 
-    def __init__(self, model: torch.nn.Module, speech: torch.Tensor):
-        super().__init__(model, speech)
+    def __init__(self, model: torch.nn.Module, speech: torch.Tensor, conf: Dict):
+        super().__init__(model, speech, conf)
+        self.mask_conf = mask_conf(conf)
         self.num_frames = int(model._get_feat_extract_output_lengths(speech.size(1)))
 
     def draw_mask_and_negatives(self):
@@ -304,7 +324,7 @@ class HfStep(TrainStep):
         )
 
         shape = (self.speech.size(0), self.num_frames)
-        mask = _compute_mask_indices(shape, MASK_PROB, MASK_LENGTH, min_masks=MIN_MASKS)
+        mask = _compute_mask_indices(shape, **self.mask_conf)
         negatives = _sample_negative_indices(
             shape, self.model.config.num_negatives, mask
         )
@@ -324,7 +344,7 @@ class HfStep(TrainStep):
         }
 
     def set_layer_drop(self, enabled: bool) -> None:
-        self.model.config.layerdrop = LAYER_DROP if enabled else 0.0
+        self.model.config.layerdrop = self.layer_drop_rate if enabled else 0.0
 
 
 # ---------------------------------------------------------------- FLOPs
@@ -343,18 +363,18 @@ CPU_SDPA_FLOPS = {
 }
 
 
-def encoder_layer_flops(size: str, frames: int) -> float:
+def encoder_layer_flops(conf: Dict, frames: int) -> float:
     """Matmul FLOPs of one encoder block, forward + backward (3x forward).
 
     Forward: 8 B T D^2 (q, k, v, out) + 4 B T D F (FFN) + 4 B T^2 D (QK^T, AV).
     """
-    arch = SIZES[size]
-    bt, d = BATCH_SIZE * frames, arch["dim"]
-    forward = bt * (8 * d * d + 4 * d * arch["ffn"]) + 4 * bt * frames * d
+    d, ffn = conf["encoder_conf"]["output_size"], conf["encoder_conf"]["linear_units"]
+    bt = BATCH_SIZE * frames
+    forward = bt * (8 * d * d + 4 * d * ffn) + 4 * bt * frames * d
     return 3.0 * forward
 
 
-def count_flops(step: TrainStep, size: str, frames: int) -> Dict[str, float]:
+def count_flops(step: TrainStep, conf: Dict, frames: int) -> Dict[str, float]:
     """FLOPs of one forward + backward with all layers, and the layer-drop mean.
 
     Counted without layer drop (a fixed graph); the expected FLOPs of a timed step
@@ -367,7 +387,8 @@ def count_flops(step: TrainStep, size: str, frames: int) -> Dict[str, float]:
     finally:
         step.set_layer_drop(True)
     full = float(counter.get_total_flops())
-    dropped = LAYER_DROP * SIZES[size]["blocks"] * encoder_layer_flops(size, frames)
+    blocks = conf["encoder_conf"]["num_blocks"]
+    dropped = step.layer_drop_rate * blocks * encoder_layer_flops(conf, frames)
     return {"gflop_all_layers": full / 1e9, "gflop_expected": (full - dropped) / 1e9}
 
 
@@ -402,8 +423,8 @@ def alternate(steps: List[TrainStep], warmup: int, repeats: int) -> Dict[str, Li
     return records
 
 
-def summarise(records: List[Dict], step: TrainStep, flops: Dict, peak: float):
-    """The JSON result of one model from its timed steps."""
+def summarise(records: List[Dict], step: TrainStep, flops: Dict) -> Dict:
+    """The JSON result of one model from its timed steps (MFU: see ``add_mfu``)."""
     times = [r["step_s"] for r in records]
     median = statistics.median(times)
     audio_seconds = BATCH_SIZE * AUDIO_SECONDS
@@ -416,7 +437,6 @@ def summarise(records: List[Dict], step: TrainStep, flops: Dict, peak: float):
         "cpu_share_median": statistics.median(r["cpu_share"] for r in records),
         **flops,
         "achieved_gflops": flops["gflop_expected"] / median,
-        "mfu": flops["gflop_expected"] / median / peak,
     }
     if "hf_mask_s" in records[0]:
         result["hf_mask_s_median"] = statistics.median(r["hf_mask_s"] for r in records)
@@ -445,15 +465,16 @@ def profile(steps: List[TrainStep], num_steps: int, path: Path) -> None:
 
 
 # ---------------------------------------------------------------- main
-def run_size(size: str, args: argparse.Namespace, peak: float) -> Dict[str, Dict]:
+def run_size(size: str, args: argparse.Namespace) -> Dict[str, Dict]:
     """Builds both models at ``size``, counts FLOPs, times them; returns results."""
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     num_samples = int(AUDIO_SECONDS * SAMPLE_RATE)
     speech = 0.1 * torch.randn(BATCH_SIZE, num_samples)  # (B, S), no padding
-    ours = OursStep(build_ours(size), speech)
-    hf = HfStep(build_hf(size, args.hf_attention), speech)
-    flops = {s.name: count_flops(s, size, hf.num_frames) for s in (ours, hf)}
+    conf = load_config(size)
+    ours = OursStep(build_ours(conf), speech, conf)
+    hf = HfStep(build_hf(conf, args.hf_attention), speech, conf)
+    flops = {s.name: count_flops(s, conf, hf.num_frames) for s in (ours, hf)}
     records = alternate([ours, hf], args.warmup, args.repeats)
     results = {}
     for step in (ours, hf):
@@ -462,13 +483,20 @@ def run_size(size: str, args: argparse.Namespace, peak: float) -> Dict[str, Dict
             "model": step.name,
             "size": size,
             "frames": hf.num_frames,
-            **summarise(records[step.name], step, flops[step.name], peak),
+            **summarise(records[step.name], step, flops[step.name]),
         }
-        print(json.dumps(results[step.name]), flush=True)
     if args.profile > 0:
         path = Path(args.output).with_name(f"wav2vec2_step_profile_{size}.txt")
         profile([ours, hf], args.profile, path)
     return results
+
+
+def add_mfu(results: Dict[str, Dict[str, Dict]], peak_gflops: float) -> None:
+    """Adds ``mfu`` (achieved / peak GFLOP/s) and a contention flag to each result."""
+    for by_model in results.values():
+        for result in by_model.values():
+            result["mfu"] = result["achieved_gflops"] / peak_gflops
+            result["contended"] = result["cpu_share_median"] < CONTENDED_CPU_SHARE
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -504,10 +532,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     load_start = loadavg()
     peak_start = matmul_peak()
-    results = {
-        size: run_size(size, args, peak_start["peak_gflops"]) for size in args.sizes
-    }
+    results = {size: run_size(size, args) for size in args.sizes}
     peak_end = matmul_peak()
+    # the limit is the best rate seen: a busy moment lowers a probe
+    peak = max(peak_start["peak_gflops"], peak_end["peak_gflops"])
+    add_mfu(results, peak)
+    for by_model in results.values():
+        for result in by_model.values():
+            print(json.dumps(result), flush=True)
     summary = {
         "bench": "wav2vec2_step",
         "summary": True,
@@ -516,7 +548,9 @@ def main(argv: Optional[List[str]] = None) -> None:
             for size, r in results.items()
         },
         "mfu": {f"{s}_{m}": r[m]["mfu"] for s, r in results.items() for m in r},
+        "peak_gflops": peak,
         "peak": {"start": peak_start, "end": peak_end},
+        "contended": any(r["contended"] for m in results.values() for r in m.values()),
         "batch": f"{BATCH_SIZE} x {AUDIO_SECONDS} s random audio, no padding",
         "hf_attention": args.hf_attention,
         "warmup": args.warmup,
@@ -525,6 +559,12 @@ def main(argv: Optional[List[str]] = None) -> None:
         **environment(),
     }
     print(json.dumps(summary), flush=True)
+    if summary["contended"]:
+        logging.warning(
+            "other processes shared the CPUs (cpu_share_median < "
+            f"{CONTENDED_CPU_SHARE}; loadavg {loadavg()}): absolute times and MFU "
+            "are low; the ratios are less affected, --threads 1 even less"
+        )
     with open(args.output, "w") as f:
         json.dump({"summary": summary, "results": results}, f, indent=1)
     logging.info(f"written {args.output}")
