@@ -35,7 +35,8 @@ product as a 1x1 ``conv1d``, which goes through oneDNN; probed at the start and
 the end, the best counts): the MFU. ``cpu_share`` (process CPU time over wall time
 x threads) tells whether other processes took the CPUs during a step.
 
-Run: ``cd /work/main && tools/venv/bin/python test/bench/bench_wav2vec2_step.py``.
+Run from the repository root:
+``tools/venv/bin/python test/bench/bench_wav2vec2_step.py``.
 Writes one JSON line per (model, size), a summary line of ratios, and
 ``bench/results/wav2vec2_step.json``. ``--profile N`` also writes torch.profiler
 tables of N steps per model to ``bench/results/wav2vec2_step_profile_<size>.txt``.
