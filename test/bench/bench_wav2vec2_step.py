@@ -563,8 +563,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     if summary["contended"]:
         logging.warning(
             "other processes shared the CPUs (cpu_share_median < "
-            f"{CONTENDED_CPU_SHARE}; loadavg {loadavg()}): absolute times and MFU "
-            "are low; the ratios are less affected, --threads 1 even less"
+            f"{CONTENDED_CPU_SHARE}; loadavg {loadavg()}): times, MFU and ratios "
+            "are distorted; rerun on an idle machine or cross-check --threads 1"
         )
     with open(args.output, "w") as f:
         json.dump({"summary": summary, "results": results}, f, indent=1)
