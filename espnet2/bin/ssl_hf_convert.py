@@ -33,7 +33,11 @@ from espnet2.ssl.hf_wav2vec2 import (
     from_hf,
     to_hf,
 )
-from espnet2.utils.tool_logging import exit_with_error, start_tool_logging
+from espnet2.utils.tool_logging import (
+    add_log_level_argument,
+    exit_with_error,
+    start_tool_logging,
+)
 from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
 
 TOOL = "ssl_hf_convert"
@@ -72,13 +76,7 @@ def get_parser() -> argparse.ArgumentParser:
         "--ssl_model_file", type=str, default=None, help="ESPnet model .pth."
     )
     parser.add_argument("--out_dir", type=str, required=True, help="Output folder.")
-    parser.add_argument(
-        "--log_level",
-        type=lambda x: x.upper(),
-        default="INFO",
-        choices=("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"),
-        help="The verbosity of logging.",
-    )
+    add_log_level_argument(parser)
     return parser
 
 

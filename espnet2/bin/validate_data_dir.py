@@ -17,7 +17,11 @@ import argparse
 from typing import Optional, Sequence
 
 from espnet2.fileio.kaldi_data_dir import DataDirError, validate_data_dir
-from espnet2.utils.tool_logging import exit_with_error, start_tool_logging
+from espnet2.utils.tool_logging import (
+    add_log_level_argument,
+    exit_with_error,
+    start_tool_logging,
+)
 from espnet2.utils.types import str2bool
 
 
@@ -54,13 +58,7 @@ def get_parser() -> argparse.ArgumentParser:
         default=0.01,
         help="Allowed difference between utt2dur and the audio, in seconds.",
     )
-    parser.add_argument(
-        "--log_level",
-        type=lambda x: x.upper(),
-        default="INFO",
-        choices=("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"),
-        help="The verbosity of logging.",
-    )
+    add_log_level_argument(parser)
     return parser
 
 

@@ -13,6 +13,17 @@ from typing import NoReturn
 LOG_FORMAT = "%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s"
 
 
+def add_log_level_argument(parser: argparse.ArgumentParser) -> None:
+    """Adds ``--log_level`` (a ``logging`` level name, default INFO) to ``parser``."""
+    parser.add_argument(
+        "--log_level",
+        type=lambda x: x.upper(),
+        default="INFO",
+        choices=("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"),
+        help="The verbosity of logging.",
+    )
+
+
 def start_tool_logging(
     tool: str, args: argparse.Namespace, level: str = "INFO"
 ) -> None:
