@@ -132,9 +132,10 @@ class SpanMasking(torch.nn.Module):
                 Eval masks are per utterance and never trimmed (batch-independent).
         """
         super().__init__()
-        for name, value in [("mask_selection", mask_selection)] + [
-            ("mask_channel_selection", mask_channel_selection)
-        ]:
+        selections = dict(
+            mask_selection=mask_selection, mask_channel_selection=mask_channel_selection
+        )
+        for name, value in selections.items():
             if value != "static":
                 raise ValueError(f"{name}={value!r}: only 'static' is implemented")
         if no_mask_overlap or no_mask_channel_overlap:
