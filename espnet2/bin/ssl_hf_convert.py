@@ -12,9 +12,9 @@ Usage::
     # with SSLTask.build_model_from_file(DIR2/config.yaml, DIR2/model.pth)
     python -m espnet2.bin.ssl_hf_convert --from_hf DIR --out_dir DIR2
 
-The weights are copied bitwise; see :mod:`espnet2.ssl.hf_wav2vec2` for the mapping
-and for the options Hugging Face cannot express (reported as one error line, exit
-status 1).
+The weights are copied bitwise; see :mod:`espnet2.ssl.hf_wav2vec2_keys` for the
+mapping and :mod:`espnet2.ssl.hf_wav2vec2` for the options Hugging Face cannot
+express (reported as one error line, exit status 1).
 """
 
 import argparse
@@ -29,10 +29,10 @@ from transformers import Wav2Vec2ForPreTraining
 from espnet2.ssl.hf_wav2vec2 import (
     build_espnet_model,
     complete_train_config,
-    espnet_to_hf_state_dict,
     from_hf,
     to_hf,
 )
+from espnet2.ssl.hf_wav2vec2_keys import espnet_to_hf_state_dict
 from espnet2.utils.tool_logging import (
     add_log_level_argument,
     exit_with_error,

@@ -1,6 +1,7 @@
-"""espnet2/ssl/hf_wav2vec2.py and espnet2/bin/ssl_hf_convert.py: our wav2vec 2.0
-model equals transformers' Wav2Vec2ForPreTraining given the same weights, audio,
-mask and negatives; the conversion round-trips bitwise; bad inputs are named.
+"""espnet2/ssl/hf_wav2vec2.py, hf_wav2vec2_keys.py and espnet2/bin/ssl_hf_convert.py:
+our wav2vec 2.0 model equals transformers' Wav2Vec2ForPreTraining given the same
+weights, audio, mask and negatives; the conversion round-trips bitwise; bad inputs
+are named.
 
 Relative error = max |ours - HF| / max |HF| over the compared (valid) entries.
 Everything runs in float64 except what both models compute in float32 by design:
@@ -21,16 +22,18 @@ from transformers import Wav2Vec2Config, Wav2Vec2ForPreTraining
 from transformers.models.wav2vec2.modeling_wav2vec2 import _sample_negative_indices
 
 from espnet2.bin import ssl_hf_convert
-from espnet2.ssl import hf_wav2vec2
+from espnet2.ssl import hf_wav2vec2_keys
 from espnet2.ssl.hf_wav2vec2 import (
     build_espnet_model,
     espnet_config_from_hf,
-    espnet_to_hf_state_dict,
     from_hf,
     hf_config_from_espnet,
     hf_negatives_to_espnet,
-    hf_to_espnet_state_dict,
     to_hf,
+)
+from espnet2.ssl.hf_wav2vec2_keys import (
+    espnet_to_hf_state_dict,
+    hf_to_espnet_state_dict,
 )
 from espnet2.tasks.ssl import SSLTask
 
@@ -427,7 +430,7 @@ def test_hf_to_ours_to_hf_gives_an_identical_state_dict_and_config(overrides):
     back = to_hf(model, config)
     assert_identical(back.state_dict(), hf_model.state_dict())
     got, want = back.config.to_dict(), hf_model.config.to_dict()
-    assert got.pop(hf_wav2vec2.EXTRAS_ATTRIBUTE)["buffers"] == dict(
+    assert got.pop(hf_wav2vec2_keys.EXTRAS_ATTRIBUTE)["buffers"] == dict(
         global_step=0, num_updates=0
     )
     assert got == want
