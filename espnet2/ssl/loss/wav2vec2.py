@@ -252,16 +252,21 @@ class Wav2Vec2Loss(AbsSSLLoss):
             every dim (fairseq's ``neg_is_pos``). The target is class 0.
         """
         valid = negative_indices >= 0  # (N, K)
-        negatives = y[negative_indices.clamp(min=0)]  # (N, K, F)
-        blocked = ~valid | (negatives == y[:, None, :]).all(dim=-1)
-        candidates = torch.cat([y[:, None, :], negatives], dim=1)  # (N, 1 + K, F)
+        index = negative_indices.clamp(min=0)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            similarity = F.cosine_similarity(
-                x.float()[:, None, :], candidates.float(), dim=-1
-            )  # (N, 1 + K)
-        logits = similarity / self.logit_temperature
-        negative_logits = logits[:, 1:].masked_fill(blocked, float("-inf"))
-        return torch.cat([logits[:, :1], negative_logits], dim=1)
+            # unit vectors once per frame, then dot products: the cosine of
+            # F.cosine_similarity on (N, 1 + K, F) without recomputing K norms
+            x_unit, _ = _unit(x.float())  # (N, F)
+            y_unit, y_norm = _unit(y.float())  # (N, F), (N,)
+            negatives = y_unit[index]  # (N, K, F)
+            positive = (x_unit * y_unit).sum(dim=-1, keepdim=True)  # (N, 1)
+            negative = torch.einsum("nf,nkf->nk", x_unit, negatives)  # (N, K)
+        # fairseq's neg_is_pos: the same direction and the same norm
+        same = (negatives == y_unit[:, None, :]).all(dim=-1) & (
+            y_norm[index] == y_norm[:, None]
+        )
+        negative = negative.masked_fill(~valid | same, float("-inf"))
+        return torch.cat([positive, negative], dim=1) / self.logit_temperature
 
     def _combine_losses(
         self,
@@ -314,6 +319,13 @@ class Wav2Vec2Loss(AbsSSLLoss):
             "sample_size": 0.0,
         }
         return 0.0 * leaves.float(), stats
+
+
+def _unit(v: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(N, F) vectors -> (N, F) unit vectors and (N,) norms (floored at 1e-8 for
+    the division, as torch's cosine similarity floors them)."""
+    norm = v.norm(dim=-1)
+    return v / norm.clamp(min=1e-8)[:, None], norm
 
 
 def _valid_mask(mask_m: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
