@@ -1,0 +1,1 @@
+"""HuBERT targets: feature dumpers, k-means, frame labels and their quality."""
