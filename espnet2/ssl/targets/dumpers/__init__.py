@@ -6,6 +6,7 @@
 """
 
 import inspect
+from pkgutil import extend_path
 from typing import Callable, Dict
 
 from espnet2.ssl.targets.dumpers.asr_model import ASRDumper, build_asr_dumper
@@ -16,6 +17,8 @@ from espnet2.ssl.targets.dumpers.base import (
 )
 from espnet2.ssl.targets.dumpers.mfcc import MfccDumper, mfcc_with_deltas
 from espnet2.ssl.targets.dumpers.ssl_model import SSLDumper, build_ssl_dumper
+
+__path__ = extend_path(__path__, __name__)  # overlay package, as every package here
 
 DUMPERS: Dict[str, Callable[..., FeatureDumper]] = {
     "mfcc": MfccDumper,
