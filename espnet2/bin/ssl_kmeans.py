@@ -30,6 +30,7 @@ import yaml
 
 from espnet2.ssl.targets.kmeans import (
     FAISS_INIT_METHODS,
+    MAX_POINTS_PER_CENTROID,
     KMeansModel,
     apply_kmeans,
     choose_utterances,
@@ -130,8 +131,9 @@ def _add_faiss_arguments(faiss: Any) -> None:
     faiss.add_argument(
         "--max_points_per_centroid",
         type=none_or_int,
-        default=None,
-        help="faiss subsamples to k x this (none: all frames)",
+        default=MAX_POINTS_PER_CENTROID,
+        help="Lloyd iterations on a seeded subsample of k x this many frames "
+        "(faiss's default; none: every frame)",
     )
 
 

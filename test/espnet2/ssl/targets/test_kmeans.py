@@ -202,15 +202,17 @@ def test_nredo_keeps_the_lowest_inertia():
     assert best == min(runs)
 
 
-def test_faiss_uses_every_frame_unless_told_to_subsample():
-    """faiss's own default (256 per centroid) would subsample 3000 points to 512."""
+def test_faiss_subsamples_to_256_per_centroid_unless_told_to_use_every_frame():
+    """The default (faiss's 256 per centroid) subsamples 3000 points to 512."""
     rng = np.random.default_rng(1)
     x = rng.normal(size=(3000, 4)).astype(np.float32)
-    ours, _ = fit_faiss(x, 2, niter=10, seed=0)
-    explicit, _ = fit_faiss(x, 2, niter=10, seed=0, max_points_per_centroid=1500)
+    default, _ = fit_faiss(x, 2, niter=10, seed=0)
     subsampled, _ = fit_faiss(x, 2, niter=10, seed=0, max_points_per_centroid=256)
-    np.testing.assert_array_equal(ours, explicit)
-    assert not np.array_equal(ours, subsampled)
+    every, _ = fit_faiss(x, 2, niter=10, seed=0, max_points_per_centroid=None)
+    explicit, _ = fit_faiss(x, 2, niter=10, seed=0, max_points_per_centroid=1500)
+    np.testing.assert_array_equal(default, subsampled)  # faiss's 256, seeded
+    np.testing.assert_array_equal(every, explicit)  # None: all 3000 frames
+    assert not np.array_equal(every, subsampled)
 
 
 # ---------------------------------------------------------------- model
