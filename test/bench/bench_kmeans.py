@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
+from bench_env import cpu_flags, loadavg, read_status_kib, reset_peak_rss
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # above this share of wall time x threads spent waiting for a CPU, other processes
@@ -76,31 +77,6 @@ GENERATE_CHUNK = 100_000  # rows generated at a time (bounded temporaries)
 
 
 # ---------------------------------------------------------------- environment
-def loadavg() -> List[float]:
-    """The 1, 5 and 15 minute load averages (other processes slow a benchmark)."""
-    with open("/proc/loadavg") as f:
-        return [float(x) for x in f.read().split()[:3]]
-
-
-def read_status_kib(key: str) -> int:
-    """A ``/proc/self/status`` value in KiB (``VmRSS``, ``VmHWM``)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise KeyError(key)
-
-
-def reset_peak_rss() -> bool:
-    """Resets VmHWM to the current RSS (Linux ``clear_refs`` 5); False if denied."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def runqueue_wait_s() -> float:
     """Seconds this process's threads have waited for a CPU (``schedstat``)."""
     total = 0
@@ -121,23 +97,13 @@ def environment(threads: int) -> Dict:
 
     faiss = import_faiss()
 
-    flags = []
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("flags"):
-                flags = sorted(
-                    x
-                    for x in line.split(":", 1)[1].split()
-                    if x.startswith(("avx", "amx", "fma"))
-                )
-                break
     return {
         "threads": threads,
         "faiss": faiss.__version__,
         "sklearn": sklearn.__version__,
         "numpy": np.__version__,
         "torch": torch.__version__,
-        "cpu_flags": flags,
+        "cpu_flags": cpu_flags(),
         "cpu_count": os.cpu_count(),
     }
 

@@ -55,6 +55,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import torch
 import yaml
+from bench_env import cpu_flags, loadavg, read_status_kib, reset_peak_rss
 from torch.utils.flop_counter import (
     FlopCounterMode,
     sdpa_backward_flop_count,
@@ -76,17 +77,6 @@ ATEN = torch.ops.aten
 
 
 # ---------------------------------------------------------------- environment
-def cpu_flags() -> List[str]:
-    """The SIMD flags of this CPU that matter for float32 matmuls."""
-    prefixes = ("avx", "amx", "fma", "f16c")
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("flags"):
-                flags = line.split(":", 1)[1].split()
-                return sorted(x for x in flags if x.startswith(prefixes))
-    return []
-
-
 def allocator() -> str:
     """The malloc in use: jemalloc/tcmalloc when preloaded, else glibc."""
     with open("/proc/self/maps") as f:
@@ -114,31 +104,6 @@ def environment() -> Dict:
         "loadavg_end": loadavg(),
         "ours_model_file": os.path.relpath(ours_module.__file__, REPO_ROOT),
     }
-
-
-def loadavg() -> List[float]:
-    """The 1, 5 and 15 minute load averages (other processes slow a benchmark)."""
-    with open("/proc/loadavg") as f:
-        return [float(x) for x in f.read().split()[:3]]
-
-
-def read_status_kib(key: str) -> int:
-    """A ``/proc/self/status`` value in KiB (e.g. ``VmRSS``, ``VmHWM``)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise KeyError(key)
-
-
-def reset_peak_rss() -> bool:
-    """Resets VmHWM to the current RSS (Linux ``clear_refs`` 5); False if denied."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 # ---------------------------------------------------------------- peak rate

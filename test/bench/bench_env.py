@@ -1,0 +1,44 @@
+"""Machine facts shared by the benchmarks of test/bench (Linux ``/proc`` readers).
+
+Imported by the benchmark scripts, which run as files from the repository root, so
+their own folder is first on ``sys.path``.
+"""
+
+from typing import List
+
+SIMD_PREFIXES = ("avx", "amx", "fma", "f16c")  # flags that matter for float32 matmuls
+
+
+def loadavg() -> List[float]:
+    """The 1, 5 and 15 minute load averages (other processes slow a benchmark)."""
+    with open("/proc/loadavg") as f:
+        return [float(x) for x in f.read().split()[:3]]
+
+
+def read_status_kib(key: str) -> int:
+    """A ``/proc/self/status`` value in KiB (e.g. ``VmRSS``, ``VmHWM``)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+def reset_peak_rss() -> bool:
+    """Resets VmHWM to the current RSS (Linux ``clear_refs`` 5); False if denied."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def cpu_flags() -> List[str]:
+    """The SIMD flags of this CPU that matter for float32 matmuls, sorted."""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                flags = line.split(":", 1)[1].split()
+                return sorted(x for x in flags if x.startswith(SIMD_PREFIXES))
+    return []
