@@ -58,8 +58,8 @@ KMEANS_YAML = "kmeans.yaml"
 # faiss's own initialisations (ClusteringInitMethod); "k-means++" is scikit-learn's
 FAISS_INIT_METHODS = {"random": 0, "faiss-k-means++": 1, "afk-mc2": 2}
 MAX_POINTS_PER_CENTROID = 256  # faiss's default: Lloyd on a k x 256 subsample
-# scores per assignment chunk (rows x clusters): 4 M float32 = 16 MB (faster than
-# 1 M or 16 M on this CPU, 400k x 39 / k 100 and 50k x 768 / k 500)
+# scores per assignment chunk (rows x clusters): 4 M float32 = 16 MB (as fast as
+# or faster than 0.5-2 M and 16 M on 2 cores, 1M x 39 / k 100 and 200k x 768 / k 500)
 ASSIGN_CHUNK_SCORES = 1 << 22
 FLOAT32_UNIT_ROUNDOFF = 2.0**-24
 
@@ -317,6 +317,10 @@ class KMeansModel:
         self._c64 = self._c32.double()  # (k, D), for near ties
         self._c64_sq = (self._c64 * self._c64).sum(dim=1)  # (k,)
         self.chunk_rows = max(1, ASSIGN_CHUNK_SCORES // self.n_clusters)
+        # (k, 2): column 0 counts close centroids, column 1 sums their ids
+        self._count_and_id = torch.stack(
+            [torch.ones(self.n_clusters), torch.arange(self.n_clusters).float()], 1
+        )
 
     @property
     def n_clusters(self) -> int:
@@ -362,20 +366,28 @@ class KMeansModel:
             )
 
     def _assign_chunk(self, x: np.ndarray) -> np.ndarray:
-        """:meth:`assign` on at most ``chunk_rows`` frames (T, D) -> (T,)."""
+        """:meth:`assign` on at most ``chunk_rows`` frames (T, D) -> (T,).
+
+        Four passes over the (T, k) scores, none of them a scan with indices: the
+        best score per row; an indicator, per score, of being within the rounding
+        bound of it; and one matmul of the indicators with ``[1, j]`` that gives,
+        per row, how many centroids are that close and (when only one is) its id.
+        Rows with more than one close centroid are scored again in float64.
+        """
         if self.n_clusters == 1:
             return np.zeros(len(x), dtype=np.int64)
         xt = torch.from_numpy(x)  # (T, D)
         scores = torch.addmm(self._c_sq, xt, self._c32.T, alpha=-2.0)  # (T, k)
-        best, labels = scores.min(dim=1)  # (T,), (T,)
-        scores.scatter_(1, labels[:, None], float("inf"))
-        gap = scores.min(dim=1).values - best  # (T,) second best minus best
         x_sq = torch.linalg.vector_norm(xt, dim=1).square()  # (T,)
-        bound = self._tie_factor * (x_sq + 2.0 * self._c_sq_max)
-        close = torch.nonzero(gap <= bound).flatten()
-        labels = labels.numpy().astype(np.int64)
-        if len(close):
-            labels[close.numpy()] = self._exact_nearest(xt[close])
+        bound = self._tie_factor * (x_sq + 2.0 * self._c_sq_max)  # (T,)
+        limit = (scores.amin(dim=1) + bound)[:, None]  # (T, 1)
+        close = torch.le(scores, limit, out=scores)  # (T, k) 1.0 or 0.0, in place
+        count_and_id = close @ self._count_and_id  # (T, 2)
+        labels = count_and_id[:, 1].numpy().astype(np.int64)
+        # count 0 only for non-finite input, which the rescoring reports as is
+        tied = np.flatnonzero(count_and_id[:, 0].numpy() != 1.0)
+        if len(tied):
+            labels[tied] = self._exact_nearest(xt[torch.from_numpy(tied)])
         return labels
 
     def _exact_nearest(self, x: torch.Tensor) -> np.ndarray:
