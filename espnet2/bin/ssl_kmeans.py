@@ -30,6 +30,7 @@ import yaml
 
 from espnet2.ssl.targets.kmeans import (
     FAISS_INIT_METHODS,
+    LLOYD_TOL,
     MAX_POINTS_PER_CENTROID,
     KMeansModel,
     apply_kmeans,
@@ -118,16 +119,29 @@ def _add_fit_parser(subparsers: Any) -> None:
 
 def _add_faiss_arguments(faiss: Any) -> None:
     """Options of :func:`fit_faiss` (an argument group of ``fit``)."""
-    faiss.add_argument("--niter", type=int, default=50, help="Lloyd iterations")
+    faiss.add_argument(
+        "--niter", type=int, default=50, help="most Lloyd iterations per run"
+    )
+    faiss.add_argument(
+        "--faiss_tol",
+        type=float,
+        default=LLOYD_TOL,
+        help="stop when Lloyd's objective improves by less than this share",
+    )
     faiss.add_argument("--nredo", type=int, default=1, help="runs, best kept")
     faiss.add_argument(
         "--faiss_init",
         choices=["k-means++", *FAISS_INIT_METHODS],
         default="k-means++",
-        help="k-means++: scikit-learn's greedy k-means++ on --faiss_init_size "
-        "frames; the others are faiss's own",
+        help="k-means++: greedy k-means++ on --faiss_init_size frames; the others "
+        "are faiss's own",
     )
-    faiss.add_argument("--faiss_init_size", type=int, default=30000)
+    faiss.add_argument(
+        "--faiss_init_size",
+        type=none_or_int,
+        default=None,
+        help="frames for k-means++ (default: 200000 up to 100 dims, else 60000)",
+    )
     faiss.add_argument(
         "--max_points_per_centroid",
         type=none_or_int,
@@ -231,6 +245,7 @@ def run_fit(args: argparse.Namespace) -> None:
         options: Dict[str, Any] = {k: getattr(args, k) for k in FAISS_OPTIONS}
         options["init"] = args.faiss_init
         options["init_size"] = args.faiss_init_size
+        options["tol"] = args.faiss_tol
         centroids, inertia = fit_faiss(
             frames, args.n_clusters, seed=args.seed, **options
         )

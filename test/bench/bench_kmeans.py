@@ -12,8 +12,9 @@ k-means has structure to find but no exact answer.
 Methods (``--methods``):
 
 * ``faiss``: our :func:`espnet2.ssl.targets.kmeans.fit_faiss` with its defaults
-  (scikit-learn's greedy k-means++ on 30000 frames, then faiss Lloyd iterations
-  on every frame, ``--faiss_niter`` at most, ``nredo`` 1);
+  (greedy k-means++ on 200,000 frames up to 100 dims, 60,000 above; then faiss
+  Lloyd iterations on a k x 256 subsample until the objective improves by less
+  than 5e-5 per iteration, ``--faiss_niter`` at most; ``nredo`` 1);
 * ``sklearn_espnet``: ``MiniBatchKMeans`` with ESPnet's recipe settings
   (k-means++, ``n_init`` 20, ``max_iter`` 100, ``batch_size`` 10000, ``tol`` 0,
   ``max_no_improvement`` 100, ``reassignment_ratio`` 0), as ``learn_kmeans.py``;
