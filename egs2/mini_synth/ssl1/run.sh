@@ -8,6 +8,7 @@ train_set=train                 # unlabeled pretraining set
 labeled_set=train_labeled       # labeled subset of train for fine-tuning
 valid_set=dev                   # held-out voices and sentences
 test_sets="dev test"            # sets scored after fine-tuning
+ssl_config=conf/tuning/train_ssl_hubert_tiny.yaml  # or conf/tuning/train_ssl_wav2vec2_tiny.yaml
 
 ./ssl.sh \
     --train_set "${train_set}" \
@@ -15,4 +16,9 @@ test_sets="dev test"            # sets scored after fine-tuning
     --valid_set "${valid_set}" \
     --test_sets "${test_sets}" \
     --local_data_opts "--config conf/corpus.conf" \
+    --ngpu 0 \
+    --ssl_config "${ssl_config}" \
+    --n_clusters 50 \
+    --next_n_clusters 50 \
+    --kmeans_fraction 1.0 \
     "$@"

@@ -53,9 +53,11 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` on success.
 
     An interrupted or failed write leaves ``path`` as it was (absent, or the
-    previous complete file) and removes the temporary file.
+    previous complete file) and removes the temporary file. The parent directory is
+    created when missing.
     """
     final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     try:
         yield tmp

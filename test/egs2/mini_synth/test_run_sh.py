@@ -1,8 +1,9 @@
-"""egs2/mini_synth/ssl1/run.sh end to end through stage 1, in a copy of the recipe.
+"""egs2/mini_synth/ssl1/run.sh end to end, stages 1-5, in a copy of the recipe.
 
 The copy keeps the recipe's links to egs2/TEMPLATE and links tools/ and espnet2/ of this
-checkout, so run.sh and path.sh run exactly as in the repository while data/ and
-downloads/ land in a temporary folder.
+checkout, so run.sh and path.sh run exactly as in the repository while data/, dump/ and
+exp/ land in a temporary folder. Sizes are the smallest that run every stage: a
+36-second corpus, k=8, one epoch per model.
 """
 
 import os
@@ -11,8 +12,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
-from espnet2.fileio.kaldi_data_dir import validate_data_dir
+from espnet2.fileio.kaldi_data_dir import read_two_column_file, validate_data_dir
+from espnet2.ssl.targets.frames import WAV2VEC2_CNN_SHAPES, cnn_frame_count
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 TINY = (
@@ -74,10 +77,114 @@ def test_stage_1_is_skipped_when_run_again_with_the_same_options(recipe, first_r
     assert wav_scp.stat().st_mtime_ns == before
 
 
-def test_a_stage_range_after_stage_1_does_nothing_to_the_data(recipe, first_run):
-    result = run(recipe, "--stage", "2", "--local_data_opts", TINY)
+# stages 2-5 of HuBERT, two iterations, at the smallest sizes
+HUBERT = (
+    "--stage", "2", "--stop_stage", "5", "--local_data_opts", TINY,
+    "--n_clusters", "8", "--next_n_clusters", "8", "--ssl_iterations", "2",
+    "--ssl_args", "--max_epoch 1",
+)  # fmt: skip
+HUBERT_EXP = "exp/ssl_hubert_tiny"
+
+
+@pytest.fixture(scope="module")
+def hubert_run(recipe: Path, first_run) -> subprocess.CompletedProcess:
+    assert first_run.returncode == 0, first_run.stderr[-3000:]
+    return run(recipe, *HUBERT)
+
+
+def labels_match_cnn_frames(recipe: Path, tag: str, dset: str) -> int:
+    """Assert every label line has one label per CNN frame; return the line count."""
+    samples = read_two_column_file(recipe / "dump/raw" / dset / "utt2num_samples")
+    labels = (recipe / "dump/targets" / tag / dset / "text").read_text().splitlines()
+    assert [line.split()[0] for line in labels] == [x.id for x in samples]
+    for line, entry in zip(labels, samples):
+        count = cnn_frame_count(int(entry.value), WAV2VEC2_CNN_SHAPES)
+        assert len(line.split()) - 1 == count, line.split()[0]
+        assert all(0 <= int(x) < 8 for x in line.split()[1:])
+    return len(labels)
+
+
+def test_stage_2_filters_every_set_into_dump_raw(recipe, hubert_run):
+    assert hubert_run.returncode == 0, hubert_run.stderr[-3000:]
+    for dset in SETS:
+        dump = recipe / "dump/raw" / dset
+        assert validate_data_dir(dump).num_utterances > 0
+        assert (dump / "utt2num_samples").is_file()
+        assert (dump / "filtered_utts").is_file()
+
+
+def test_stage_3_writes_one_mfcc_label_per_cnn_frame(recipe, hubert_run):
+    assert hubert_run.returncode == 0, hubert_run.stderr[-3000:]
+    assert labels_match_cnn_frames(recipe, "mfcc_km8", "train") > 0
+    assert labels_match_cnn_frames(recipe, "mfcc_km8", "dev") > 0
+    tokens = (recipe / "dump/targets/mfcc_km8/tokens.txt").read_text().split()
+    assert tokens == [str(i) for i in range(8)] + ["<unk>"]
+    assert not (recipe / "dump/targets/mfcc_km8/feats").exists()  # not kept
+
+
+def test_stage_4_pretrains_hubert_on_the_labels(recipe, hubert_run):
+    assert hubert_run.returncode == 0, hubert_run.stderr[-3000:]
+    exp = recipe / HUBERT_EXP
+    assert (exp / "valid.loss.best.pth").exists()
+    config = yaml.safe_load((exp / "config.yaml").read_text())
+    assert config["loss"][0]["conf"]["num_classes"] == 8
+    assert config["train_data_path_and_name_and_type"][1][0].endswith(
+        "dump/targets/mfcc_km8/train/text"
+    )
+
+
+def test_stage_5_trains_iteration_2_on_middle_layer_targets(recipe, hubert_run):
+    assert hubert_run.returncode == 0, hubert_run.stderr[-3000:]
+    tag = "ssl_hubert_tiny_L2_km8"
+    assert labels_match_cnn_frames(recipe, tag, "train") > 0
+    meta = yaml.safe_load(
+        (recipe / "dump/targets" / tag / "kmeans/kmeans.yaml").read_text()
+    )
+    assert meta["feature_type"] == "ssl" and meta["layer"] == 2
+    assert (recipe / f"{HUBERT_EXP}_iter2" / "valid.loss.best.pth").exists()
+
+
+def test_a_finished_recipe_does_no_work_when_run_again(recipe, hubert_run):
+    assert hubert_run.returncode == 0, hubert_run.stderr[-3000:]
+    watched = [
+        recipe / "dump/raw/train/wav.scp",
+        recipe / "dump/targets/mfcc_km8/train/text",
+        recipe / HUBERT_EXP / "valid.loss.best.pth",
+        recipe / f"{HUBERT_EXP}_iter2" / "valid.loss.best.pth",
+    ]
+    before = [path.stat().st_mtime_ns for path in watched]
+    again = run(recipe, *HUBERT)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count("already done with the same options") >= 8
+    assert "ssl_train" not in again.stderr and "ssl_kmeans" not in again.stderr
+    assert [path.stat().st_mtime_ns for path in watched] == before
+
+
+def test_other_options_on_a_trained_experiment_stop_instead_of_mixing(
+    recipe, hubert_run
+):
+    assert hubert_run.returncode == 0, hubert_run.stderr[-3000:]
+    other = list(HUBERT)
+    other[other.index("--max_epoch 1")] = "--max_epoch 2"
+    result = run(recipe, *other[:3], "4", *other[4:])  # stop after stage 4
+    assert result.returncode == 1
+    assert "trained with other options" in result.stderr
+    assert "choose another --ssl_tag" in result.stderr
+
+
+def test_wav2vec2_skips_the_targets_and_pretrains_without_labels(recipe, hubert_run):
+    result = run(
+        recipe,
+        "--stage", "3", "--stop_stage", "4", "--local_data_opts", TINY,
+        "--ssl_config", "conf/tuning/train_ssl_wav2vec2_tiny.yaml",
+        "--ssl_args", "--max_epoch 1",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Stage 1" not in result.stderr
+    assert "trains without labels; no targets to make" in result.stderr
+    exp = recipe / "exp/ssl_wav2vec2_tiny"
+    assert (exp / "valid.loss.best.pth").exists()
+    config = yaml.safe_load((exp / "config.yaml").read_text())
+    assert len(config["train_data_path_and_name_and_type"]) == 1  # audio only
 
 
 def test_an_unknown_option_stops_the_recipe_with_exit_code_2(recipe):
