@@ -1,6 +1,9 @@
 """espnet2/ssl/targets/kmeans.py and sampling.py: sampling, faiss and scikit-learn
 k-means on real kaldiio files, exact assignment, saving, streaming application."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Dict, Tuple
 
@@ -9,12 +12,16 @@ import numpy as np
 import pytest
 
 from espnet2.ssl.targets.kmeans import (
+    SKYLAKEX_CPU_FLAGS,
     KMeansModel,
     apply_kmeans,
     choose_utterances,
     compute_inertia,
+    cpu_flags,
+    default_init_size,
     fit_faiss,
     fit_sklearn,
+    greedy_kmeans_plusplus,
     read_scp_keys,
     sample_frames,
 )
@@ -194,6 +201,50 @@ def test_faiss_greedy_init_beats_faiss_random_init_on_separated_clusters():
     assert ours / len(x) < 1.2 * DIM < random / len(x)
 
 
+def test_greedy_kmeans_plusplus_puts_one_centre_in_each_separated_cluster():
+    feats, labels, _ = gaussian_mixture(seed=2)
+    x = np.concatenate(list(feats.values()))
+    truth = np.concatenate(list(labels.values()))
+    centres = greedy_kmeans_plusplus(x, NUM_CLUSTERS, init_size=len(x), seed=0)
+    rows = [int(np.flatnonzero((x == c).all(axis=1))[0]) for c in centres]
+    assert sorted(truth[rows]) == list(range(NUM_CLUSTERS))  # rows of x, one each
+
+
+def test_greedy_kmeans_plusplus_is_seeded_and_samples_init_size_rows():
+    x = np.random.default_rng(0).normal(size=(5000, 3)).astype(np.float32)
+    first = greedy_kmeans_plusplus(x, 10, init_size=100, seed=4)
+    np.testing.assert_array_equal(first, greedy_kmeans_plusplus(x, 10, 100, 4))
+    assert not np.array_equal(first, greedy_kmeans_plusplus(x, 10, 100, 5))
+    # init_size is raised to 3 k: 10 clusters draw from at least 30 rows
+    assert len(np.unique(greedy_kmeans_plusplus(x, 10, 5, 0), axis=0)) == 10
+
+
+def test_greedy_kmeans_plusplus_survives_duplicate_frames():
+    x = np.zeros((50, 4), dtype=np.float32)  # potential 0 after the first centre
+    assert greedy_kmeans_plusplus(x, 3, 50, 0).shape == (3, 4)
+
+
+def test_the_init_sample_shrinks_with_the_dimension():
+    assert default_init_size(39) == 200_000 and default_init_size(768) == 60_000
+
+
+def lloyd_iterations(caplog, **options) -> Tuple[int, float]:
+    """Iterations of one fit_faiss run (from its debug log) and its inertia."""
+    x = np.random.default_rng(5).normal(size=(4000, 6)).astype(np.float32)
+    caplog.clear()
+    with caplog.at_level("DEBUG"):
+        _, inertia = fit_faiss(x, 16, niter=40, seed=0, **options)
+    stops = [r.getMessage() for r in caplog.records if "converged" in r.getMessage()]
+    return (int(stops[0].split()[-2]) if stops else 40), inertia
+
+
+def test_a_loose_tolerance_stops_lloyd_earlier(caplog):
+    tight_iterations, tight = lloyd_iterations(caplog, tol=0.0)
+    loose_iterations, loose = lloyd_iterations(caplog, tol=0.05)
+    assert loose_iterations < tight_iterations
+    assert tight <= loose
+
+
 def test_nredo_keeps_the_lowest_inertia():
     rng = np.random.default_rng(3)
     x = rng.normal(size=(2000, 4)).astype(np.float32)
@@ -314,3 +365,34 @@ def test_apply_refuses_features_of_another_dimension_naming_the_utterance(mixtur
         r"\(\d+, 8\) but .*exp/km_dir have dimension 10",
     ):
         list(apply_kmeans(model, scp))
+
+
+# ---------------------------------------------------------------- faiss import
+def coretype_after_import(env_value=None) -> str:
+    """OPENBLAS_CORETYPE in a fresh interpreter after import_faiss()."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    if env_value is not None:
+        env["OPENBLAS_CORETYPE"] = env_value
+    code = (
+        "import os; from espnet2.ssl.targets.kmeans import import_faiss; "
+        "import_faiss(); print(os.environ.get('OPENBLAS_CORETYPE'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[4],
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()[-1]
+
+
+def test_faiss_gets_openblas_skylakex_kernels_only_on_avx512_cpus():
+    expected = "SkylakeX" if SKYLAKEX_CPU_FLAGS <= cpu_flags() else "None"
+    assert coretype_after_import() == expected
+
+
+def test_a_users_openblas_coretype_is_kept():
+    assert coretype_after_import("Haswell") == "Haswell"
