@@ -265,7 +265,8 @@ fi
 if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
     log "Stage 2: Duration filtering into ${dumpdir}/raw (${min_wav_duration}-${max_wav_duration} s)"
     train_sets=$(echo "${train_set} ${labeled_set} ${valid_set}" | tr ' ' '\n' | awk 'NF && !seen[$0]++' | tr '\n' ' ')
-    for dset in ${train_sets} ${test_sets}; do
+    all_sets=$(echo "${train_sets} ${test_sets}" | tr ' ' '\n' | awk 'NF && !seen[$0]++' | tr '\n' ' ')
+    for dset in ${all_sets}; do
         if [[ " ${train_sets} " == *" ${dset} "* ]]; then
             range=(--min_seconds "${min_wav_duration}" --max_seconds "${max_wav_duration}")
         else
