@@ -135,7 +135,7 @@ make_targets() {
         return
     fi
     rm -f "${dir}/.done"
-    local feat_opts=(--feature_type "${type}" --nj "${nj}")
+    local feat_opts=(--feature_type "${type}")
     [ -z "${layer}" ] || feat_opts+=(--layer "${layer}")
     if [ "${type}" != mfcc ]; then
         [ -f "${model}" ] || { log "Error: ${type} targets need --target_model, a model file ('${model}' does not exist)"; exit 1; }
@@ -147,7 +147,11 @@ make_targets() {
     local dset
     for dset in "${train_set}" "${valid_set}"; do
         log "targets ${tag}: ${type} features of ${dset}"
-        python -m espnet2.bin.ssl_dump_feats "${feat_opts[@]}" \
+        # no more shards than utterances, as ESPnet's recipes do
+        local num_utts set_nj
+        num_utts=$(wc -l < "${dumpdir}/raw/${dset}/wav.scp")
+        set_nj=$(( nj < num_utts ? nj : num_utts ))
+        python -m espnet2.bin.ssl_dump_feats "${feat_opts[@]}" --nj "${set_nj}" \
             --wav_scp "${dumpdir}/raw/${dset}/wav.scp" --out_dir "${dir}/feats/${dset}"
     done
     log "targets ${tag}: k-means, k=${k}, on ${kmeans_fraction} of ${train_set}"
