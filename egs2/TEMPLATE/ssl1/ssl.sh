@@ -20,6 +20,8 @@
 #   5. Further HuBERT iterations (--ssl_iterations N > 1): for i = 2..N, targets from
 #      layer ${next_target_layer} of iteration i-1's model (${next_n_clusters} clusters),
 #      then pretraining into ${expdir}/<ssl_tag>_iter<i>.
+#   6. Packing for the model zoo: the last iteration's ${ssl_model_name}, its config and a
+#      README.md model card into ${expdir}/<last tag>/<last tag>.zip (espnet2.bin.pack ssl).
 set -euo pipefail
 
 log() {
@@ -58,7 +60,7 @@ ssl_args=""             # extra options for espnet2.bin.ssl_train
 ssl_iterations=1        # HuBERT iterations (stage 5 runs iterations 2..N)
 next_target_layer=""    # layer of iteration i-1 for iteration i (empty: middle block; BASE: 6)
 next_n_clusters=500     # k of iterations 2..N (HuBERT BASE: 500)
-ssl_model_name=valid.loss.best.pth  # checkpoint of iteration i-1 to take features from
+ssl_model_name=valid.loss.best.pth  # checkpoint used for the next iteration and packed
 
 help_message=$(cat << EOM
 Usage: $0 --train_set <set> --valid_set <set> [options]
@@ -86,13 +88,13 @@ Options:
     --kmeans_max_frames   # cap on k-means frames (default="${kmeans_max_frames}")
     --kmeans_seed         # seed of the k-means (default="${kmeans_seed}")
     --keep_target_feats   # keep the dumped features (default="${keep_target_feats}")
-    --ssl_config          # pretraining config (required from stage 3)
+    --ssl_config          # pretraining config (required for stages 3-6)
     --ssl_tag             # experiment name (default: from the config name)
     --ssl_args            # extra options for espnet2.bin.ssl_train (default="${ssl_args}")
     --ssl_iterations      # HuBERT iterations (default="${ssl_iterations}")
     --next_target_layer   # layer for iterations 2..N, empty = middle (default="${next_target_layer}")
     --next_n_clusters     # k of iterations 2..N (default="${next_n_clusters}")
-    --ssl_model_name      # checkpoint used for the next iteration (default="${ssl_model_name}")
+    --ssl_model_name      # checkpoint used for the next iteration and packed (default="${ssl_model_name}")
 EOM
 )
 
@@ -103,8 +105,8 @@ if [ $# -ne 0 ]; then
 fi
 [ -n "${train_set}" ] || { log "Error: --train_set is required"; exit 2; }
 [ -n "${valid_set}" ] || { log "Error: --valid_set is required"; exit 2; }
-if [ "${stop_stage}" -ge 3 ] && [ "${stage}" -le 5 ] && [ -z "${ssl_config}" ]; then
-    log "Error: --ssl_config is required for stages 3-5 (e.g. conf/tuning/train_ssl_hubert_tiny.yaml)"
+if [ "${stop_stage}" -ge 3 ] && [ "${stage}" -le 6 ] && [ -z "${ssl_config}" ]; then
+    log "Error: --ssl_config is required for stages 3-6 (e.g. conf/tuning/train_ssl_hubert_tiny.yaml)"
     exit 2
 fi
 [ -n "${ssl_tag}" ] || ssl_tag=$(basename "${ssl_config:-none}" .yaml | sed 's/^train_//')
@@ -241,6 +243,33 @@ pretrain() {
     echo "${stamp}" > "${exp}/.done"
 }
 
+# final_tag: the experiment name of the last HuBERT iteration (or the only model)
+final_tag() {
+    if [ "${ssl_iterations}" -le 1 ]; then echo "${ssl_tag}"; else echo "${ssl_tag}_iter${ssl_iterations}"; fi
+}
+
+# write_model_card EXP: README.md of the packed model (what, how trained, last scores)
+write_model_card() {
+    local exp=$1
+    local last_valid
+    last_valid=$(grep -o "[0-9]*epoch results: .*" "${exp}/train.log" | tail -n 1 | sed 's/.*\[valid\] //')
+    cat > "${exp}/README.md" << EOF
+# ${exp##*/}: self-supervised speech model (ESPnet SSLTask)
+
+- Recipe: \`$(basename "$(dirname "${PWD}")")/ssl1\`, stages 1-6
+- Pretraining data: \`${train_set}\` (validation: \`${valid_set}\`), ${fs} Hz
+- Config: \`${ssl_config}\` (as trained: \`config.yaml\` in this archive)
+- HuBERT iterations: ${ssl_iterations}; first targets: ${target_type}, k=${n_clusters}; later: layer ${next_target_layer:-middle}, k=${next_n_clusters}
+- Checkpoint: \`${ssl_model_name}\`
+- Last validation scores: ${last_valid}
+- Packed: $(date '+%Y-%m-%d')
+
+Use it as the frontend of an ESPnet ASR model (\`frontend: espnet_ssl\` with this
+archive's config and model file), or dump its layer features for the next k-means:
+\`python -m espnet2.bin.ssl_dump_feats --feature_type ssl --ssl_packed_model <this zip> --layer L ...\`
+EOF
+}
+
 # first_targets_tag: the targets dir name of iteration 1
 first_targets_tag() {
     local layer_part=""
@@ -327,6 +356,24 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
                 "${expdir}/${prev}/${ssl_model_name}"
             pretrain "${expdir}/${ssl_tag}_iter${iter}" "${dumpdir}/targets/${tag}" "${next_n_clusters}"
         done
+    fi
+fi
+
+if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
+    exp="${expdir}/$(final_tag)"
+    zip="${exp}/$(final_tag).zip"
+    log "Stage 6: Packing ${exp}/${ssl_model_name} into ${zip}"
+    [ -f "${exp}/${ssl_model_name}" ] || { log "Error: ${exp}/${ssl_model_name} does not exist; run stages 4-5 first (or set --ssl_model_name)"; exit 1; }
+    stamp="model=$(model_stamp "${exp}/${ssl_model_name}")"
+    if is_done "${exp}/.pack.done" "${stamp}"; then
+        log "Stage 6: already done with the same options; skipping"
+    else
+        rm -f "${exp}/.pack.done" "${zip}"
+        write_model_card "${exp}"
+        python -m espnet2.bin.pack ssl --ssl_train_config "${exp}/config.yaml" \
+            --ssl_model_file "${exp}/${ssl_model_name}" --option "${exp}/README.md" \
+            --outpath "${zip}"
+        echo "${stamp}" > "${exp}/.pack.done"
     fi
 fi
 

@@ -1,4 +1,4 @@
-"""egs2/mini_synth/ssl1/run.sh end to end, stages 1-5, in a copy of the recipe.
+"""egs2/mini_synth/ssl1/run.sh end to end, stages 1-6, in a copy of the recipe.
 
 The copy keeps the recipe's links to egs2/TEMPLATE and links tools/ and espnet2/ of this
 checkout, so run.sh and path.sh run exactly as in the repository while data/, dump/ and
@@ -9,12 +9,17 @@ exp/ land in a temporary folder. Sizes are the smallest that run every stage: a
 import os
 import shutil
 import subprocess
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile
+import torch
 import yaml
 
 from espnet2.fileio.kaldi_data_dir import read_two_column_file, validate_data_dir
+from espnet2.ssl.targets.dumpers.ssl_model import build_ssl_dumper
 from espnet2.ssl.targets.frames import WAV2VEC2_CNN_SHAPES, cnn_frame_count
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -77,9 +82,9 @@ def test_stage_1_is_skipped_when_run_again_with_the_same_options(recipe, first_r
     assert wav_scp.stat().st_mtime_ns == before
 
 
-# stages 2-5 of HuBERT, two iterations, at the smallest sizes
+# stages 2-6 of HuBERT, two iterations, at the smallest sizes
 HUBERT = (
-    "--stage", "2", "--stop_stage", "5", "--local_data_opts", TINY,
+    "--stage", "2", "--stop_stage", "6", "--local_data_opts", TINY,
     "--n_clusters", "8", "--next_n_clusters", "8", "--ssl_iterations", "2",
     "--ssl_args", "--max_epoch 1",
 )  # fmt: skip
@@ -144,6 +149,27 @@ def test_stage_5_trains_iteration_2_on_middle_layer_targets(recipe, hubert_run):
     assert (recipe / f"{HUBERT_EXP}_iter2" / "valid.loss.best.pth").exists()
 
 
+def test_stage_6_packs_the_last_iteration_with_a_model_card(recipe, hubert_run):
+    assert hubert_run.returncode == 0, hubert_run.stderr[-3000:]
+    exp = recipe / f"{HUBERT_EXP}_iter2"
+    packed = exp / "ssl_hubert_tiny_iter2.zip"
+    with zipfile.ZipFile(packed) as archive:
+        names = archive.namelist()
+    assert "meta.yaml" in names
+    assert {Path(name).name for name in names} >= {"config.yaml", "README.md"}
+    assert any(name.endswith(".pth") for name in names)
+    card = (exp / "README.md").read_text()
+    assert "HuBERT iterations: 2" in card and "hubert_acc_m_2=" in card
+    # the zip is a usable model: the ssl dumper loads it and dumps layer 2
+    dumper = build_ssl_dumper(packed_model=packed, layer=2, device="cpu")
+    wav = read_two_column_file(recipe / "dump/raw/dev/wav.scp")[0].value
+    audio, _ = soundfile.read(wav, dtype="float32")
+    speech = torch.from_numpy(audio)[None]
+    feats = dumper.extract(speech, torch.tensor([len(audio)]))[0]
+    frames = cnn_frame_count(len(audio), WAV2VEC2_CNN_SHAPES)
+    assert feats.shape == (frames, 96) and np.isfinite(feats).all()
+
+
 def test_a_finished_recipe_does_no_work_when_run_again(recipe, hubert_run):
     assert hubert_run.returncode == 0, hubert_run.stderr[-3000:]
     watched = [
@@ -151,11 +177,12 @@ def test_a_finished_recipe_does_no_work_when_run_again(recipe, hubert_run):
         recipe / "dump/targets/mfcc_km8/train/text",
         recipe / HUBERT_EXP / "valid.loss.best.pth",
         recipe / f"{HUBERT_EXP}_iter2" / "valid.loss.best.pth",
+        recipe / f"{HUBERT_EXP}_iter2" / "ssl_hubert_tiny_iter2.zip",
     ]
     before = [path.stat().st_mtime_ns for path in watched]
     again = run(recipe, *HUBERT)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stderr.count("already done with the same options") >= 8
+    assert again.stderr.count("already done with the same options") >= 9
     assert "ssl_train" not in again.stderr and "ssl_kmeans" not in again.stderr
     assert [path.stat().st_mtime_ns for path in watched] == before
 
