@@ -6,6 +6,8 @@ their own folder is first on ``sys.path``.
 
 from typing import List
 
+from espnet2.utils.cpu import cpu_flags as all_cpu_flags
+
 SIMD_PREFIXES = ("avx", "amx", "fma", "f16c")  # flags that matter for float32 matmuls
 
 
@@ -36,9 +38,4 @@ def reset_peak_rss() -> bool:
 
 def cpu_flags() -> List[str]:
     """The SIMD flags of this CPU that matter for float32 matmuls, sorted."""
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("flags"):
-                flags = line.split(":", 1)[1].split()
-                return sorted(x for x in flags if x.startswith(SIMD_PREFIXES))
-    return []
+    return sorted(x for x in all_cpu_flags() if x.startswith(SIMD_PREFIXES))

@@ -113,6 +113,11 @@ fi
 
 . ./path.sh
 
+# unique_words WORD...: the words in their first-seen order, each once, space separated
+unique_words() {
+    echo "$*" | tr ' ' '\n' | awk 'NF && !seen[$0]++' | tr '\n' ' '
+}
+
 # is_done FILE STAMP: true when FILE exists and holds exactly STAMP
 is_done() {
     [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]
@@ -279,7 +284,7 @@ first_targets_tag() {
 
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
     log "Stage 1: Data preparation: local/data.sh ${local_data_opts}"
-    sets=$(echo "${train_set} ${labeled_set} ${valid_set} ${test_sets}" | tr ' ' '\n' | awk 'NF && !seen[$0]++' | tr '\n' ' ')
+    sets=$(unique_words "${train_set} ${labeled_set} ${valid_set} ${test_sets}")
     done_file="data/.stage1.done"
     stamp="local_data_opts=${local_data_opts} sets=${sets} fs=${fs}"
     if is_done "${done_file}" "${stamp}"; then
@@ -297,8 +302,8 @@ fi
 
 if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
     log "Stage 2: Duration filtering into ${dumpdir}/raw (${min_wav_duration}-${max_wav_duration} s)"
-    train_sets=$(echo "${train_set} ${labeled_set} ${valid_set}" | tr ' ' '\n' | awk 'NF && !seen[$0]++' | tr '\n' ' ')
-    all_sets=$(echo "${train_sets} ${test_sets}" | tr ' ' '\n' | awk 'NF && !seen[$0]++' | tr '\n' ' ')
+    train_sets=$(unique_words "${train_set} ${labeled_set} ${valid_set}")
+    all_sets=$(unique_words "${train_sets} ${test_sets}")
     for dset in ${all_sets}; do
         if [[ " ${train_sets} " == *" ${dset} "* ]]; then
             range=(--min_seconds "${min_wav_duration}" --max_seconds "${max_wav_duration}")

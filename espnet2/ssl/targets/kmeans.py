@@ -37,7 +37,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Set, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -52,6 +52,7 @@ from espnet2.ssl.targets.sampling import (  # noqa: F401 (re-exported)
     read_scp_keys,
     sample_frames,
 )
+from espnet2.utils.cpu import cpu_flags
 
 PathLike = Union[str, Path]
 CENTROIDS_FILE = "centroids.npy"
@@ -191,18 +192,6 @@ def import_faiss() -> Any:
     import faiss
 
     return faiss
-
-
-def cpu_flags() -> Set[str]:
-    """The CPU's feature flags from ``/proc/cpuinfo`` (empty where there is none)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def greedy_kmeans_plusplus(
