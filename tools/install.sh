@@ -99,7 +99,8 @@ import sys
 repo_root = sys.argv[1]
 problems = []
 for name in ["torch", "torchaudio", "espnet2", "espnet2.tasks.ssl", "s3prl", "kaldiio",
-             "faiss", "soundfile", "sklearn", "tensorboard", "matplotlib", "espeakng_loader"]:
+             "faiss", "soundfile", "sklearn", "tensorboard", "matplotlib", "espeakng_loader",
+             "espnet_model_zoo.downloader"]:
     try:
         importlib.import_module(name)
     except Exception as e:  # report every broken package at once

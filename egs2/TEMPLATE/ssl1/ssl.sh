@@ -22,6 +22,15 @@
 #      then pretraining into ${expdir}/<ssl_tag>_iter<i>.
 #   6. Packing for the model zoo: the last iteration's ${ssl_model_name}, its config and a
 #      README.md model card into ${expdir}/<last tag>/<last tag>.zip (espnet2.bin.pack ssl).
+#   7. Fine-tuning: a ${token_type} token list of ${labeled_set}, ESPnet's collect-stats,
+#      then espnet2.bin.asr_train with ${asr_config} (CTC, frontend: espnet_ssl loading
+#      the packed zip through espnet_model_zoo) into ${expdir}/<asr_tag>; with
+#      --asr_baseline true also the same config from an untrained model of the same
+#      architecture into ${expdir}/<asr_tag>_scratch.
+#   8. Decoding and scoring: espnet2.bin.asr_inference (CTC) of every test set in
+#      ${inference_nj} jobs into <asr exp>/decode_<set>/text, WER and CER by
+#      espnet2.bin.asr_score into <asr exp>/decode_<set>/score/, and a table of all
+#      sets (and the baseline) in ${expdir}/<asr_tag>/RESULTS.md.
 set -euo pipefail
 
 log() {
@@ -32,7 +41,9 @@ log() {
 stage=1                 # first stage to run
 stop_stage=10000        # last stage to run
 nj=4                    # parallel jobs of the feature dumps
-ngpu=0                  # GPUs for pretraining (0: CPU)
+ngpu=0                  # GPUs per node for pretraining and fine-tuning (0: CPU)
+num_nodes=1             # nodes for pretraining and fine-tuning (> 1: needs --cuda_cmd)
+cuda_cmd=""             # num_nodes > 1: Kaldi-style job script of the cluster (slurm.pl, queue.pl)
 dumpdir=dump            # filtered sets, features and labels
 expdir=exp              # models and logs
 # Data
@@ -61,6 +72,18 @@ ssl_iterations=1        # HuBERT iterations (stage 5 runs iterations 2..N)
 next_target_layer=""    # layer of iteration i-1 for iteration i (empty: middle block; BASE: 6)
 next_n_clusters=500     # k of iterations 2..N (HuBERT BASE: 500)
 ssl_model_name=valid.loss.best.pth  # checkpoint used for the next iteration and packed
+# Fine-tuning (CTC ASR on the labeled set, the packed model as espnet_ssl frontend)
+asr_config=""           # ASR config with frontend: espnet_ssl (required for stages 7-8)
+asr_tag=""              # experiment name (default: asr_<last ssl tag>)
+asr_args=""             # extra options for espnet2.bin.asr_train
+asr_baseline=false      # also fine-tune the same ASR config from an untrained SSL model
+token_type=char         # ASR output units: char or bpe (sentencepiece)
+nbpe=100                # bpe: sentencepiece vocabulary size
+asr_model_name=valid.loss.best.pth  # ASR checkpoint decoded in stage 8
+# Decoding and scoring
+inference_nj=4          # parallel decoding jobs per set
+gpu_inference=false     # decode on GPUs (one per job, round robin over --ngpu)
+inference_args=""       # extra options for espnet2.bin.asr_inference
 
 help_message=$(cat << EOM
 Usage: $0 --train_set <set> --valid_set <set> [options]
@@ -69,7 +92,9 @@ Options:
     --stage               # first stage to run (default="${stage}")
     --stop_stage          # last stage to run (default="${stop_stage}")
     --nj                  # parallel jobs of the feature dumps (default="${nj}")
-    --ngpu                # GPUs for pretraining, 0 for CPU (default="${ngpu}")
+    --ngpu                # GPUs per node for training, 0 for CPU (default="${ngpu}")
+    --num_nodes           # nodes for training (default="${num_nodes}")
+    --cuda_cmd            # num_nodes > 1: job script, e.g. "utils/slurm.pl" (default="${cuda_cmd}")
     --dumpdir             # filtered sets, features and labels (default="${dumpdir}")
     --expdir              # models and logs (default="${expdir}")
     --local_data_opts     # options passed to local/data.sh (default="${local_data_opts}")
@@ -95,6 +120,16 @@ Options:
     --next_target_layer   # layer for iterations 2..N, empty = middle (default="${next_target_layer}")
     --next_n_clusters     # k of iterations 2..N (default="${next_n_clusters}")
     --ssl_model_name      # checkpoint used for the next iteration and packed (default="${ssl_model_name}")
+    --asr_config          # ASR fine-tuning config, frontend: espnet_ssl (required for stages 7-8)
+    --asr_tag             # fine-tuning experiment name (default: asr_<last ssl tag>)
+    --asr_args            # extra options for espnet2.bin.asr_train (default="${asr_args}")
+    --asr_baseline        # also fine-tune from an untrained SSL model (default="${asr_baseline}")
+    --token_type          # char or bpe (default="${token_type}")
+    --nbpe                # bpe vocabulary size (default="${nbpe}")
+    --asr_model_name      # ASR checkpoint decoded in stage 8 (default="${asr_model_name}")
+    --inference_nj        # parallel decoding jobs per set (default="${inference_nj}")
+    --gpu_inference       # decode on GPUs (default="${gpu_inference}")
+    --inference_args      # extra options for espnet2.bin.asr_inference (default="${inference_args}")
 EOM
 )
 
@@ -105,9 +140,19 @@ if [ $# -ne 0 ]; then
 fi
 [ -n "${train_set}" ] || { log "Error: --train_set is required"; exit 2; }
 [ -n "${valid_set}" ] || { log "Error: --valid_set is required"; exit 2; }
+if [ "${num_nodes}" -gt 1 ] && [ -z "${cuda_cmd}" ]; then
+    log "Error: --num_nodes ${num_nodes} needs --cuda_cmd, the cluster's job script (e.g. ESPnet's utils/slurm.pl)"
+    exit 2
+fi
 if [ "${stop_stage}" -ge 3 ] && [ "${stage}" -le 6 ] && [ -z "${ssl_config}" ]; then
     log "Error: --ssl_config is required for stages 3-6 (e.g. conf/tuning/train_ssl_hubert_tiny.yaml)"
     exit 2
+fi
+if [ "${stop_stage}" -ge 7 ] && [ "${stage}" -le 8 ]; then
+    [ -n "${asr_config}" ] || { log "Error: --asr_config is required for stages 7-8 (e.g. conf/tuning/train_asr_ctc_tiny.yaml)"; exit 2; }
+    [ -n "${labeled_set}" ] || { log "Error: --labeled_set is required for stages 7-8"; exit 2; }
+    [ -n "${test_sets}" ] || { log "Error: --test_sets is required for stage 8"; exit 2; }
+    case "${token_type}" in char|bpe) ;; *) log "Error: --token_type must be char or bpe, not '${token_type}'"; exit 2 ;; esac
 fi
 [ -n "${ssl_tag}" ] || ssl_tag=$(basename "${ssl_config:-none}" .yaml | sed 's/^train_//')
 
@@ -184,17 +229,7 @@ pretrain() {
     local exp=$1 labels=$2 k=$3
     local stats="${expdir}/ssl_stats_${train_set}"
     local stamp="config=${ssl_config} labels=${labels} ngpu=${ngpu} args=${ssl_args}"
-    if is_done "${exp}/.done" "${stamp}"; then
-        log "pretraining ${exp}: already done with the same options; skipping"
-        return
-    fi
-    if [ -f "${exp}/.options" ] && [ "$(cat "${exp}/.options")" != "${stamp}" ]; then
-        log "Error: ${exp} holds a model trained with other options (${exp}/.options)."
-        log "Remove ${exp} to retrain it, or choose another --ssl_tag."
-        exit 1
-    fi
-    mkdir -p "${exp}"
-    echo "${stamp}" > "${exp}/.options"
+    start_exp "${exp}" "${stamp}" || return 0
 
     local sets="${train_set},${valid_set}"
     if is_done "${stats}/.done" "${sets}"; then
@@ -234,18 +269,54 @@ pretrain() {
         cp "${ssl_config}" "${exp}/train_config.yaml"
         data_opts+=(--token_list "${stats}/token_list.txt")
     fi
-    local dist_opts=()
-    if [ "${ngpu}" -gt 1 ]; then
-        dist_opts=(--multiprocessing_distributed true
-                   --dist_init_method "file://$(cd "${exp}" && pwd)/.dist_init_$$")
-    fi
-    log "pretraining: espnet2.bin.ssl_train into ${exp} (log: ${exp}/train.log)"
-    # shellcheck disable=SC2086
-    python -m espnet2.bin.ssl_train --config "${exp}/train_config.yaml" \
-        --ngpu "${ngpu}" "${dist_opts[@]}" --resume true --token_type word \
-        "${data_opts[@]}" --output_dir "${exp}" ${ssl_args} > "${exp}/train.log" 2>&1 \
-        || { log "Error: pretraining failed; see ${exp}/train.log"; tail -n 20 "${exp}/train.log" >&2; exit 1; }
+    # shellcheck disable=SC2046,SC2086
+    train_or_fail ssl_train "${exp}" --config "${exp}/train_config.yaml" \
+        --ngpu "${ngpu}" $(dist_options "${exp}") --resume true --token_type word \
+        "${data_opts[@]}" --output_dir "${exp}" ${ssl_args}
     echo "${stamp}" > "${exp}/.done"
+}
+
+# start_exp EXP STAMP: true when EXP must (still) be trained with the options STAMP,
+# false when it is finished with them; stops when EXP holds a model of other options
+start_exp() {
+    local exp=$1 stamp=$2
+    if is_done "${exp}/.done" "${stamp}"; then
+        log "${exp}: already done with the same options; skipping"
+        return 1
+    fi
+    if [ -f "${exp}/.options" ] && [ "$(cat "${exp}/.options")" != "${stamp}" ]; then
+        log "Error: ${exp} holds a model trained with other options (${exp}/.options)."
+        log "Remove ${exp} to retrain it, or choose another experiment name (--ssl_tag/--asr_tag)."
+        exit 1
+    fi
+    mkdir -p "${exp}"
+    echo "${stamp}" > "${exp}/.options"
+}
+
+# dist_options EXP: the options of a multi-GPU run on one node (none for ngpu <= 1)
+dist_options() {
+    if [ "${ngpu}" -gt 1 ] && [ "${num_nodes}" -le 1 ]; then
+        echo "--multiprocessing_distributed true --dist_init_method file://$(cd "$1" && pwd)/.dist_init_$$"
+    fi
+}
+
+# train_or_fail TOOL EXP ARGS...: python -m espnet2.bin.TOOL ARGS > EXP/train.log
+train_or_fail() {
+    local tool=$1 exp=$2
+    shift 2
+    log "${tool}: into ${exp} (log: ${exp}/train.log)"
+    if [ "${num_nodes}" -gt 1 ]; then
+        # ESPnet's launcher: one process per node through the cluster's job script
+        # (srun with slurm.pl, mpirun otherwise), file:// rendezvous in EXP
+        python -m espnet2.bin.launch --cmd "${cuda_cmd}" \
+            --log "${exp}/train.log" --ngpu "${ngpu}" --num_nodes "${num_nodes}" \
+            --init_file_prefix "${exp}/.dist_init_" --multiprocessing_distributed true -- \
+            python -m "espnet2.bin.${tool}" "$@" \
+            || { log "Error: ${tool} failed; see ${exp}/train.log"; exit 1; }
+        return
+    fi
+    python -m "espnet2.bin.${tool}" "$@" > "${exp}/train.log" 2>&1 \
+        || { log "Error: ${tool} failed; see ${exp}/train.log"; tail -n 20 "${exp}/train.log" >&2; exit 1; }
 }
 
 # final_tag: the experiment name of the last HuBERT iteration (or the only model)
@@ -280,6 +351,161 @@ first_targets_tag() {
     local layer_part=""
     [ -z "${target_layer}" ] || layer_part="_L${target_layer}"
     echo "${target_type}${layer_part}_km${n_clusters}"
+}
+
+# token_dir: the token list of the fine-tuning (and the sentencepiece model for bpe)
+token_dir() {
+    if [ "${token_type}" = bpe ]; then
+        echo "${dumpdir}/token_list/${labeled_set}_bpe${nbpe}"
+    else
+        echo "${dumpdir}/token_list/${labeled_set}_char"
+    fi
+}
+
+# make_token_list: ${token_type} tokens of the labeled set's text, with <blank> and <unk>
+make_token_list() {
+    local dir
+    dir=$(token_dir)
+    local stamp="type=${token_type} nbpe=${nbpe} data=$(cat "${dumpdir}/raw/.${labeled_set}.done")"
+    if is_done "${dir}/.done" "${stamp}"; then
+        log "tokens ${dir}: already done with the same options; skipping"
+        return
+    fi
+    rm -rf "${dir}"
+    mkdir -p "${dir}"
+    local opts=(--token_type "${token_type}")
+    if [ "${token_type}" = bpe ]; then
+        cut -f 2- -d " " "${dumpdir}/raw/${labeled_set}/text" > "${dir}/train.txt"
+        python -m espnet2.bin.spm_train --input="${dir}/train.txt" --vocab_size="${nbpe}" \
+            --model_type=unigram --model_prefix="${dir}/bpe" --character_coverage=1.0 \
+            --input_sentence_size=100000000 > "${dir}/spm_train.log" 2>&1 \
+            || { log "Error: sentencepiece training failed; see ${dir}/spm_train.log (a smaller --nbpe?)"; exit 1; }
+        opts+=(--bpemodel "${dir}/bpe.model")
+    fi
+    log "tokens: ${token_type} token list of ${labeled_set} into ${dir}/tokens.txt"
+    python -m espnet2.bin.tokenize_text "${opts[@]}" --input "${dumpdir}/raw/${labeled_set}/text" \
+        --output "${dir}/tokens.txt" --field 2- --write_vocabulary true \
+        --add_symbol "<blank>:0" --add_symbol "<unk>:1" --add_symbol "<sos/eos>:-1"
+    echo "${stamp}" > "${dir}/.done"
+}
+
+# asr_token_options: the token options of asr_train
+asr_token_options() {
+    echo "--token_type ${token_type} --token_list $(token_dir)/tokens.txt"
+    if [ "${token_type}" = bpe ]; then echo "--bpemodel $(token_dir)/bpe.model"; fi
+}
+
+# asr_stats CONFIG: ESPnet's collect-stats of the labeled and valid sets (the shapes
+# the batch sampler sorts by), once per token list
+asr_stats() {
+    local config=$1
+    local stats="${expdir}/asr_stats_$(basename "$(token_dir)")"
+    local stamp="sets=${labeled_set},${valid_set} tokens=$(cat "$(token_dir)/.done")"
+    if is_done "${stats}/.done" "${stamp}"; then
+        log "fine-tuning: statistics in ${stats} already collected; skipping"
+        return
+    fi
+    log "fine-tuning: collect-stats of ${labeled_set} and ${valid_set} into ${stats}"
+    rm -rf "${stats}"
+    mkdir -p "${stats}"
+    # shellcheck disable=SC2046
+    python -m espnet2.bin.asr_train --collect_stats true --ngpu 0 --config "${config}" \
+        --model_conf extract_feats_in_collect_stats=false $(asr_token_options) \
+        "${asr_data_opts[@]}" \
+        --train_shape_file "${dumpdir}/raw/${labeled_set}/wav.scp" \
+        --valid_shape_file "${dumpdir}/raw/${valid_set}/wav.scp" \
+        --output_dir "${stats}" > "${stats}/collect_stats.log" 2>&1 \
+        || { log "Error: collect-stats failed; see ${stats}/collect_stats.log"; exit 1; }
+    echo "${stamp}" > "${stats}/.done"
+}
+
+# finetune EXP MODEL: asr_train of ${asr_config} into EXP, the espnet_ssl frontend
+# loading MODEL (a packed zip, or a .pth next to its config.yaml)
+finetune() {
+    local exp=$1 model=$2
+    local stamp="config=${asr_config} model=$(model_stamp "${model}") tokens=$(token_dir)"
+    stamp+=" ngpu=${ngpu} args=${asr_args}"
+    start_exp "${exp}" "${stamp}" || return 0
+    python -m espnet2.bin.ssl_recipe_config set_frontend_model "${asr_config}" "${model}" \
+        "${exp}/train_config.yaml"
+    asr_stats "${exp}/train_config.yaml"
+    local stats="${expdir}/asr_stats_$(basename "$(token_dir)")"
+    # shellcheck disable=SC2046,SC2086
+    train_or_fail asr_train "${exp}" --config "${exp}/train_config.yaml" \
+        --ngpu "${ngpu}" $(dist_options "${exp}") --resume true $(asr_token_options) \
+        "${asr_data_opts[@]}" \
+        --train_shape_file "${stats}/train/speech_shape" \
+        --train_shape_file "${stats}/train/text_shape" \
+        --valid_shape_file "${stats}/valid/speech_shape" \
+        --valid_shape_file "${stats}/valid/text_shape" \
+        --output_dir "${exp}" ${asr_args}
+    echo "${stamp}" > "${exp}/.done"
+}
+
+# untrained_model: a model of the last SSL model's architecture with fresh weights (the
+# from-scratch baseline); prints its path
+untrained_model() {
+    local dir="${expdir}/$(final_tag)_untrained"
+    local stamp="config=$(model_stamp "${expdir}/$(final_tag)/config.yaml")"
+    if ! is_done "${dir}/.done" "${stamp}"; then
+        python -m espnet2.bin.ssl_recipe_config untrained_model \
+            "${expdir}/$(final_tag)/config.yaml" "${dir}" --seed 0 >&2
+        echo "${stamp}" > "${dir}/.done"
+    fi
+    echo "${dir}/untrained.pth"
+}
+
+# asr_exps: the fine-tuning experiments, "name=dir" (the baseline when asked for)
+asr_exps() {
+    echo "pretrained=${expdir}/${asr_tag}"
+    if "${asr_baseline}"; then echo "scratch=${expdir}/${asr_tag}_scratch"; fi
+}
+
+# decode EXP SET: CTC decoding of SET by EXP's ${asr_model_name} in ${inference_nj} jobs
+# into EXP/decode_SET/text, then WER and CER into EXP/decode_SET/score/
+decode() {
+    local exp=$1 dset=$2
+    local dir="${exp}/decode_${dset}" model="${exp}/${asr_model_name}"
+    [ -f "${model}" ] || { log "Error: ${model} does not exist; run stage 7 first (or set --asr_model_name)"; exit 1; }
+    local stamp="model=$(model_stamp "${model}") args=${inference_args}"
+    stamp+=" data=$(cat "${dumpdir}/raw/.${dset}.done")"
+    if is_done "${dir}/.done" "${stamp}"; then
+        log "decoding ${dir}: already done with the same options; skipping"
+        return
+    fi
+    rm -rf "${dir}"
+    mkdir -p "${dir}/logdir"
+    local num_utts nj n
+    num_utts=$(wc -l < "${dumpdir}/raw/${dset}/wav.scp")
+    nj=$(( inference_nj < num_utts ? inference_nj : num_utts ))
+    awk -v nj="${nj}" -v dir="${dir}/logdir" '{ print $1 > (dir "/keys." ((NR - 1) % nj + 1) ".scp") }' \
+        "${dumpdir}/raw/${dset}/wav.scp"
+    log "decoding ${dset} with ${model} in ${nj} jobs (logs: ${dir}/logdir/decode.*.log)"
+    local pids=()
+    for n in $(seq 1 "${nj}"); do
+        local device=(env OMP_NUM_THREADS=1) ngpu_job=0  # one thread per CPU job
+        if "${gpu_inference}"; then
+            device=(env "CUDA_VISIBLE_DEVICES=$(( (n - 1) % (ngpu > 0 ? ngpu : 1) ))"); ngpu_job=1
+        fi
+        # shellcheck disable=SC2086
+        "${device[@]}" python -m espnet2.bin.asr_inference --ngpu "${ngpu_job}" \
+            --data_path_and_name_and_type "${dumpdir}/raw/${dset}/wav.scp,speech,sound" \
+            --key_file "${dir}/logdir/keys.${n}.scp" \
+            --asr_train_config "${exp}/config.yaml" --asr_model_file "${model}" \
+            --output_dir "${dir}/logdir/output.${n}" --batch_size 1 --beam_size 10 \
+            --ctc_weight 1.0 --lm_weight 0.0 --ngram_weight 0.0 --penalty 0.0 \
+            ${inference_args} > "${dir}/logdir/decode.${n}.log" 2>&1 &
+        pids+=($!)
+    done
+    local failed=0
+    for n in "${!pids[@]}"; do
+        wait "${pids[${n}]}" || { failed=1; log "Error: decoding job $((n + 1)) failed; see ${dir}/logdir/decode.$((n + 1)).log"; }
+    done
+    [ "${failed}" -eq 0 ] || exit 1
+    cat "${dir}"/logdir/output.*/1best_recog/text | LC_ALL=C sort > "${dir}/text"
+    python -m espnet2.bin.asr_score score --ref "${dumpdir}/raw/${dset}/text" \
+        --hyp "${dir}/text" --out_dir "${dir}/score"
+    echo "${stamp}" > "${dir}/.done"
 }
 
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
@@ -379,6 +605,63 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
             --ssl_model_file "${exp}/${ssl_model_name}" --option "${exp}/README.md" \
             --outpath "${zip}"
         echo "${stamp}" > "${exp}/.pack.done"
+    fi
+fi
+
+[ -n "${asr_tag}" ] || asr_tag="asr_$(final_tag)"
+asr_data_opts=(
+    --train_data_path_and_name_and_type "${dumpdir}/raw/${labeled_set}/wav.scp,speech,sound"
+    --train_data_path_and_name_and_type "${dumpdir}/raw/${labeled_set}/text,text,text"
+    --valid_data_path_and_name_and_type "${dumpdir}/raw/${valid_set}/wav.scp,speech,sound"
+    --valid_data_path_and_name_and_type "${dumpdir}/raw/${valid_set}/text,text,text"
+)
+
+if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
+    zip="${expdir}/$(final_tag)/$(final_tag).zip"
+    log "Stage 7: Fine-tuning ${zip} on ${labeled_set} with ${asr_config} into ${expdir}/${asr_tag}"
+    [ -f "${zip}" ] || { log "Error: ${zip} does not exist; run stage 6 first"; exit 1; }
+    make_token_list
+    finetune "${expdir}/${asr_tag}" "${zip}"
+    if "${asr_baseline}"; then
+        log "Stage 7: the baseline: ${asr_config} from an untrained model into ${expdir}/${asr_tag}_scratch"
+        finetune "${expdir}/${asr_tag}_scratch" "$(untrained_model)"
+    fi
+fi
+
+if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
+    log "Stage 8: Decoding and scoring ${test_sets} into ${expdir}/${asr_tag}/RESULTS.md"
+    systems=()
+    for system in $(asr_exps); do
+        for dset in ${test_sets}; do
+            decode "${system#*=}" "${dset}"
+        done
+        systems+=(--system "${system}")
+    done
+    tokens="${token_type}"
+    [ "${token_type}" != bpe ] || tokens+=" (${nbpe})"
+    notes=(
+        --description "SSL model: ${expdir}/$(final_tag)/$(final_tag).zip (${ssl_config}, ${ssl_iterations} iteration(s))"
+        --description "Fine-tuning: ${asr_config} on ${labeled_set}, ${tokens} tokens, checkpoint ${asr_model_name}"
+        --description "Decoding: espnet2.bin.asr_inference, CTC only, --beam_size 10 ${inference_args}"
+    )
+    if "${asr_baseline}"; then
+        notes+=(--description "scratch: the same ASR config from an untrained model of the same architecture")
+    fi
+    results="${expdir}/${asr_tag}/RESULTS.md"
+    stamp="${systems[*]} ${notes[*]}"
+    for system in $(asr_exps); do
+        for dset in ${test_sets}; do
+            stamp+=" $(model_stamp "${system#*=}/decode_${dset}/score/result.json")"
+        done
+    done
+    if [ -f "${results}" ] && is_done "${expdir}/${asr_tag}/.results.done" "${stamp}"; then
+        log "Stage 8: ${results} already done with the same options; skipping"
+    else
+        # shellcheck disable=SC2086
+        python -m espnet2.bin.asr_score report "${systems[@]}" --sets ${test_sets} \
+            --output "${results}" --title "${asr_tag}: CTC fine-tuning of $(final_tag)" \
+            "${notes[@]}"
+        echo "${stamp}" > "${expdir}/${asr_tag}/.results.done"
     fi
 fi
 

@@ -21,4 +21,7 @@ ssl_config=conf/tuning/train_ssl_hubert_tiny.yaml  # or conf/tuning/train_ssl_wa
     --n_clusters 50 \
     --next_n_clusters 50 \
     --kmeans_fraction 1.0 \
+    --asr_config conf/tuning/train_asr_ctc_tiny.yaml \
+    --asr_baseline true \
+    --inference_nj 2 \
     "$@"

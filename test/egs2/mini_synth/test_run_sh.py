@@ -1,11 +1,12 @@
-"""egs2/mini_synth/ssl1/run.sh end to end, stages 1-6, in a copy of the recipe.
+"""egs2/mini_synth/ssl1/run.sh end to end, stages 1-8, in a copy of the recipe.
 
 The copy keeps the recipe's links to egs2/TEMPLATE and links tools/ and espnet2/ of this
 checkout, so run.sh and path.sh run exactly as in the repository while data/, dump/ and
 exp/ land in a temporary folder. Sizes are the smallest that run every stage: a
-36-second corpus, k=8, one epoch per model.
+36-second corpus, k=8, one epoch per model (pretraining and fine-tuning).
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -82,13 +83,14 @@ def test_stage_1_is_skipped_when_run_again_with_the_same_options(recipe, first_r
     assert wav_scp.stat().st_mtime_ns == before
 
 
-# stages 2-6 of HuBERT, two iterations, at the smallest sizes
+# stages 2-8 of HuBERT, two iterations, at the smallest sizes
 HUBERT = (
-    "--stage", "2", "--stop_stage", "6", "--local_data_opts", TINY,
+    "--stage", "2", "--stop_stage", "8", "--local_data_opts", TINY,
     "--n_clusters", "8", "--next_n_clusters", "8", "--ssl_iterations", "2",
-    "--ssl_args", "--max_epoch 1",
+    "--ssl_args", "--max_epoch 1", "--asr_args", "--max_epoch 1",
 )  # fmt: skip
 HUBERT_EXP = "exp/ssl_hubert_tiny"
+ASR_EXP = "exp/asr_ssl_hubert_tiny_iter2"
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +172,72 @@ def test_stage_6_packs_the_last_iteration_with_a_model_card(recipe, hubert_run):
     assert feats.shape == (frames, 96) and np.isfinite(feats).all()
 
 
+def cnn_weights(state: dict) -> dict:
+    """The SSL model's CNN feature encoder weights, keyed relative to the model."""
+    prefix = "frontend.upstream.frontend."
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def packed_state(zip_path: Path) -> dict:
+    """The state dict of the .pth inside a packed zip."""
+    with zipfile.ZipFile(zip_path) as archive:
+        name = next(n for n in archive.namelist() if n.endswith(".pth"))
+        with archive.open(name) as f:
+            return torch.load(f, map_location="cpu")
+
+
+def test_stage_7_fine_tunes_the_packed_model_and_the_scratch_baseline(
+    recipe, hubert_run
+):
+    assert hubert_run.returncode == 0, hubert_run.stderr[-3000:]
+    tokens = (recipe / "dump/token_list/train_labeled_char/tokens.txt").read_text()
+    tokens = tokens.split()
+    assert tokens[:2] == ["<blank>", "<unk>"] and tokens[-1] == "<sos/eos>"
+    assert "<space>" in tokens and "A" in tokens
+    packed = recipe / f"{HUBERT_EXP}_iter2" / "ssl_hubert_tiny_iter2.zip"
+    untrained = recipe / f"{HUBERT_EXP}_iter2_untrained" / "untrained.pth"
+    for exp, model in ((ASR_EXP, packed), (f"{ASR_EXP}_scratch", untrained)):
+        config = yaml.safe_load((recipe / exp / "config.yaml").read_text())
+        assert config["frontend"] == "espnet_ssl"
+        assert config["frontend_conf"]["frontend_conf"]["path_or_url"] == str(
+            model.relative_to(recipe)
+        )
+        assert config["token_list"] == tokens
+        # the CNN is frozen: the fine-tuned model still holds the weights it loaded
+        tuned = cnn_weights(torch.load(recipe / exp / "valid.loss.best.pth"))
+        start = packed_state(model) if model.suffix == ".zip" else torch.load(model)
+        start = {k[len("frontend."):]: v for k, v in start.items()
+                 if k.startswith("frontend.")}  # fmt: skip
+        assert tuned.keys() == start.keys() and len(tuned) > 3
+        assert all(torch.equal(tuned[k], start[k]) for k in tuned)
+    pretrained_cnn = cnn_weights(torch.load(recipe / ASR_EXP / "valid.loss.best.pth"))
+    scratch = torch.load(recipe / f"{ASR_EXP}_scratch" / "valid.loss.best.pth")
+    key = next(iter(pretrained_cnn))
+    assert not torch.equal(pretrained_cnn[key], cnn_weights(scratch)[key])
+
+
+def test_stage_8_decodes_scores_and_writes_results(recipe, hubert_run):
+    assert hubert_run.returncode == 0, hubert_run.stderr[-3000:]
+    for exp in (ASR_EXP, f"{ASR_EXP}_scratch"):
+        for dset in ("dev", "test"):
+            decode = recipe / exp / f"decode_{dset}"
+            ids = [
+                x.id for x in read_two_column_file(recipe / "dump/raw" / dset / "text")
+            ]
+            hyps = (decode / "text").read_text().splitlines()
+            assert [line.split(maxsplit=1)[0] for line in hyps] == ids
+            result = json.loads((decode / "score/result.json").read_text())
+            for unit in ("wer", "cer"):
+                counts = result[unit]
+                assert counts["num_utts"] == len(ids)
+                assert counts["num_ref_tokens"] > 0
+    results = (recipe / ASR_EXP / "RESULTS.md").read_text()
+    for system in ("pretrained", "scratch"):
+        for dset in ("dev", "test"):
+            assert f"| {system} | {dset} |" in results
+    assert "ssl_hubert_tiny_iter2.zip" in results
+
+
 def test_a_finished_recipe_does_no_work_when_run_again(recipe, hubert_run):
     assert hubert_run.returncode == 0, hubert_run.stderr[-3000:]
     watched = [
@@ -178,12 +246,19 @@ def test_a_finished_recipe_does_no_work_when_run_again(recipe, hubert_run):
         recipe / HUBERT_EXP / "valid.loss.best.pth",
         recipe / f"{HUBERT_EXP}_iter2" / "valid.loss.best.pth",
         recipe / f"{HUBERT_EXP}_iter2" / "ssl_hubert_tiny_iter2.zip",
+        recipe / ASR_EXP / "valid.loss.best.pth",
+        recipe / f"{ASR_EXP}_scratch" / "valid.loss.best.pth",
+        recipe / ASR_EXP / "decode_test" / "text",
+        recipe / ASR_EXP / "RESULTS.md",
     ]
     before = [path.stat().st_mtime_ns for path in watched]
     again = run(recipe, *HUBERT)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stderr.count("already done with the same options") >= 9
-    assert "ssl_train" not in again.stderr and "ssl_kmeans" not in again.stderr
+    assert again.stderr.count("already done with the same options") >= 17
+    for tool in ("ssl_train", "ssl_kmeans", "asr_train", "asr_inference"):
+        assert (
+            f"{tool}:" not in again.stderr and f"{tool} arguments" not in again.stderr
+        )
     assert [path.stat().st_mtime_ns for path in watched] == before
 
 
@@ -196,7 +271,7 @@ def test_other_options_on_a_trained_experiment_stop_instead_of_mixing(
     result = run(recipe, *other[:3], "4", *other[4:])  # stop after stage 4
     assert result.returncode == 1
     assert "trained with other options" in result.stderr
-    assert "choose another --ssl_tag" in result.stderr
+    assert "--ssl_tag" in result.stderr
 
 
 def test_wav2vec2_skips_the_targets_and_pretrains_without_labels(recipe, hubert_run):
@@ -224,3 +299,36 @@ def test_help_lists_the_stage_options(recipe):
     result = run(recipe, "--help")
     assert result.returncode == 0
     assert "--stop_stage" in result.stdout and "--train_set" in result.stdout
+
+
+def test_bpe_tokens_fine_tune_with_sentencepiece(recipe, hubert_run):
+    assert hubert_run.returncode == 0, hubert_run.stderr[-3000:]
+    result = run(
+        recipe, *HUBERT[:1], "7", *HUBERT[2:], "--token_type", "bpe", "--nbpe", "30",
+        "--asr_tag", "asr_bpe", "--asr_baseline", "false",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    token_dir = recipe / "dump/token_list/train_labeled_bpe30"
+    assert (token_dir / "bpe.model").is_file()
+    tokens = (token_dir / "tokens.txt").read_text().split()
+    assert tokens[:2] == ["<blank>", "<unk>"] and tokens[-1] == "<sos/eos>"
+    assert 10 < len(tokens) <= 30 + 3  # the pieces the labeled text uses
+    assert any(len(t) > 2 and t.startswith("\u2581") for t in tokens)  # word pieces
+    config = yaml.safe_load((recipe / "exp/asr_bpe/config.yaml").read_text())
+    assert config["token_type"] == "bpe" and config["bpemodel"].endswith("bpe.model")
+    assert "| pretrained | test |" in (recipe / "exp/asr_bpe/RESULTS.md").read_text()
+    assert not (recipe / "exp/asr_bpe_scratch").exists()
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (("--asr_config", ""), "--asr_config is required for stages 7-8"),
+        (("--token_type", "word"), "--token_type must be char or bpe"),
+        (("--num_nodes", "2"), "needs --cuda_cmd"),
+    ],
+)
+def test_bad_fine_tuning_options_stop_with_exit_code_2(recipe, options, message):
+    result = run(recipe, "--stage", "7", *options)
+    assert result.returncode == 2
+    assert message in result.stderr

@@ -1,0 +1,109 @@
+"""The SSL model an ASR fine-tuning starts from, as the recipe's stage 7 sets it up.
+
+ESPnet's ``frontend: espnet_ssl`` (``espnet2/asr/frontend/espnet_ssl.py``) loads the
+model named by ``frontend_conf.frontend_conf.path_or_url``: a ``.pt``/``.pth`` file next
+to its ``config.yaml``, or anything else through ``espnet_model_zoo``'s
+``ModelDownloader`` (a zoo name, a URL, or a packed ``.zip`` on disk). This module
+
+- writes the ASR config to train with, ``path_or_url`` set to the model;
+- writes an untrained model of a pretrained one's architecture (the "from scratch"
+  baseline fine-tunes the same ASR config from it);
+- removes the zoo's unpacked copy of a local zip, because ``ModelDownloader`` keys its
+  cache by the zip's path, not its contents: a zip repacked after retraining would
+  otherwise be read from the stale copy.
+"""
+
+import argparse
+import logging
+import shutil
+from pathlib import Path
+from typing import Any, Dict, Union
+
+import torch
+import yaml
+
+from espnet2.ssl.recipe_config import RecipeConfigError, load_config
+
+PathLike = Union[str, Path]
+UNTRAINED_MODEL = "untrained.pth"
+
+
+def _frontend_model_conf(config: Dict[str, Any], path: PathLike) -> Dict[str, Any]:
+    """``frontend_conf.frontend_conf`` of an ASR config, checked to be espnet_ssl."""
+    if config.get("frontend") != "espnet_ssl":
+        raise RecipeConfigError(
+            f"{path}: frontend is {config.get('frontend')!r}; fine-tuning an SSL model "
+            "needs 'frontend: espnet_ssl' (see conf/tuning/train_asr_ctc_*.yaml)"
+        )
+    outer = config.setdefault("frontend_conf", {}) or {}
+    config["frontend_conf"] = outer
+    inner = outer.setdefault("frontend_conf", {}) or {}
+    outer["frontend_conf"] = inner
+    return inner
+
+
+def write_with_frontend_model(path: PathLike, model: PathLike, out: PathLike) -> None:
+    """Copy the ASR config at ``path`` to ``out`` with ``path_or_url`` = ``model``.
+
+    Args:
+        path: ASR config with ``frontend: espnet_ssl``.
+        model: A packed zip, or a ``.pth`` next to its ``config.yaml``.
+        out: Where to write the config to train with.
+
+    Raises:
+        RecipeConfigError: When the config does not use the espnet_ssl frontend or
+            the model file does not exist.
+    """
+    config = load_config(path)
+    if not Path(model).is_file():
+        raise RecipeConfigError(
+            f"{model}: no such SSL model; run the recipe's stage 6 (pack) first"
+        )
+    _frontend_model_conf(config, path)["path_or_url"] = str(model)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(config, sort_keys=False, default_flow_style=None)
+    Path(out).write_text(text, encoding="utf-8")
+
+
+def write_untrained_model(train_config: PathLike, out_dir: PathLike, seed: int) -> Path:
+    """Build the model of a trained SSL config with fresh weights and save it.
+
+    Args:
+        train_config: The ``config.yaml`` ``espnet2.bin.ssl_train`` wrote.
+        out_dir: Receives ``config.yaml`` (a copy) and ``untrained.pth``.
+        seed: Seed of the initialisation (the same seed gives the same weights).
+
+    Returns:
+        The path of ``untrained.pth``, loadable by the espnet_ssl frontend.
+    """
+    from espnet2.tasks.ssl import SSLTask
+
+    config = load_config(train_config)
+    torch.manual_seed(seed)
+    model = SSLTask.build_model(argparse.Namespace(**config))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(train_config, out_dir / "config.yaml")
+    torch.save(model.state_dict(), out_dir / UNTRAINED_MODEL)
+    logging.info(
+        f"{out_dir / UNTRAINED_MODEL}: untrained {config.get('encoder')} model, "
+        f"{sum(p.numel() for p in model.parameters())} parameters, seed {seed}"
+    )
+    return out_dir / UNTRAINED_MODEL
+
+
+def forget_unpacked(zip_path: PathLike) -> bool:
+    """Remove espnet_model_zoo's unpacked copy of a local zip, if it has one.
+
+    Returns:
+        True when a copy was removed.
+    """
+    from espnet_model_zoo.downloader import ModelDownloader, str_to_hash
+
+    downloader = ModelDownloader()
+    cached = downloader.cachedir / str_to_hash(Path(zip_path).absolute())
+    if not cached.exists():
+        return False
+    shutil.rmtree(cached)
+    logging.info(f"{zip_path}: removed the stale unpacked copy {cached}")
+    return True

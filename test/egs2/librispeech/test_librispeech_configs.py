@@ -1,0 +1,147 @@
+"""egs2/librispeech/ssl1/conf: the BASE pretraining configs and the 10 h CTC config.
+
+Every config is read by ESPnet's own parser (unknown keys fail there) and built by
+its task's ``build_model``; the BASE models on the meta device (shapes only).
+"""
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from espnet2.schedulers.tristage_lr import TristageLR
+from espnet2.ssl.recipe_config import write_with_num_classes
+from espnet2.tasks.asr import ASRTask
+from espnet2.tasks.ssl import SSLTask
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+CONF = REPO_ROOT / "egs2/librispeech/ssl1/conf/tuning"
+HUBERT = CONF / "train_ssl_hubert_base.yaml"
+WAV2VEC2 = CONF / "train_ssl_wav2vec2_base.yaml"
+ASR = CONF / "train_asr_ctc_base_10h.yaml"
+TINY_HUBERT = REPO_ROOT / "egs2/mini_synth/ssl1/conf/tuning/train_ssl_hubert_tiny.yaml"
+NGPU = 8  # run.sh --ngpu
+LIBRISPEECH_960_SECONDS = 960.9 * 3600  # 100.6 + 363.6 + 496.7 h
+FAIRSEQ_MAX_TOKENS = 1_400_000  # samples per GPU in fairseq's BASE pretraining
+
+
+def ssl_args(config: Path, num_classes: int = 100):
+    args = SSLTask.get_parser().parse_args(
+        ["--config", str(config), "--token_list", "none", "--token_type", "word"]
+    )
+    args.token_list = [str(i) for i in range(num_classes)] + ["<unk>"]
+    return args
+
+
+def build_on_meta(config: Path, num_classes: int = 100) -> torch.nn.Module:
+    with torch.device("meta"):  # shapes only, nothing allocated
+        return SSLTask.build_model(ssl_args(config, num_classes))
+
+
+def num_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def load(config: Path) -> dict:
+    return yaml.safe_load(config.read_text())
+
+
+def test_hubert_base_has_the_95m_parameters_of_hubert_base():
+    model = build_on_meta(HUBERT)
+    assert 94_000_000 < num_params(model) < 95_500_000  # fairseq: 94.7 M
+    assert model.encoder.output_size() == 768 and len(model.encoder.encoders) == 12
+
+
+def test_hubert_and_wav2vec2_base_share_the_cnn_projection_and_transformer():
+    hubert, wav2vec2 = build_on_meta(HUBERT), build_on_meta(WAV2VEC2)
+    assert 94_500_000 < num_params(wav2vec2) < 95_500_000  # fairseq: 95.0 M
+    for name in ("frontend", "preencoder", "encoder", "feature_norm"):
+        shapes = {k: v.shape for k, v in getattr(hubert, name).state_dict().items()}
+        assert shapes == {
+            k: v.shape for k, v in getattr(wav2vec2, name).state_dict().items()
+        }, name
+
+
+def test_the_recipe_writes_its_k_into_the_hubert_config(tmp_path):
+    write_with_num_classes(HUBERT, 500, tmp_path / "train_config.yaml")
+    model = build_on_meta(tmp_path / "train_config.yaml", num_classes=500)
+    assert model.losses[0].decoder.label_embeddings.out_features == 500
+
+
+@pytest.mark.parametrize("config, reference_gpus", [(HUBERT, 32), (WAV2VEC2, 64)])
+def test_an_update_on_8_gpus_sees_the_audio_of_the_reference_gpus(
+    config, reference_gpus
+):
+    conf = load(config)
+    assert conf["batch_type"] == "numel"  # batch_bins counts samples
+    assert conf["batch_bins"] // NGPU == FAIRSEQ_MAX_TOKENS  # per GPU and step
+    per_update = conf["batch_bins"] * conf["accum_grad"]
+    assert per_update == FAIRSEQ_MAX_TOKENS * reference_gpus
+    assert conf["use_amp"] is True  # bf16 autocast where the GPU supports it
+
+
+@pytest.mark.parametrize("config", [HUBERT, WAV2VEC2])
+def test_max_epoch_covers_the_400k_update_schedule(config):
+    conf = load(config)
+    seconds_per_update = conf["batch_bins"] * conf["accum_grad"] / 16000
+    updates = conf["max_epoch"] * LIBRISPEECH_960_SECONDS / seconds_per_update
+    assert conf["scheduler_conf"]["warmup_steps_list"][-1] == 400_000
+    assert 0.97 * 400_000 < updates < 1.05 * 400_000
+
+
+def test_asr_config_leaves_the_packed_model_to_stage_7():
+    conf = load(ASR)
+    assert conf["frontend"] == "espnet_ssl"
+    assert conf["frontend_conf"]["frontend_conf"] == {"path_or_url": None}
+    assert conf["encoder"] is None and conf["decoder"] is None
+    assert conf["model_conf"]["ctc_weight"] == 1.0
+    assert conf["init"] is None  # chainer init would lose the pretrained weights
+    assert conf["freeze_param"] == ["frontend.upstream.frontend"]
+    # one update = fairseq base_10h: 3.2M samples x 2 GPUs x update_freq 4
+    assert conf["batch_bins"] * conf["accum_grad"] == 3_200_000 * 2 * 4
+    assert conf["num_iters_per_epoch"] * conf["max_epoch"] == 20_000
+
+
+def test_asr_schedule_is_fairseqs_tri_stage_over_20k_updates():
+    conf = load(ASR)
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.Adam([param], lr=conf["optim_conf"]["lr"])
+    scheduler = TristageLR(optimizer, **conf["scheduler_conf"])
+    lrs = []
+    for _ in range(20_000):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] == pytest.approx(5e-7, rel=0.1)  # init_lr_scale 0.01
+    assert max(lrs) == pytest.approx(5e-5) and lrs[2000] == pytest.approx(5e-5)
+    assert lrs[9999] == pytest.approx(5e-5)  # end of the hold stage
+    assert lrs[-1] == pytest.approx(2.5e-6, rel=1e-3)  # final_lr_scale 0.05
+
+
+def test_asr_config_builds_a_ctc_model_on_a_packed_ssl_model(tmp_path):
+    # a tiny HuBERT stands in for the packed BASE model stage 7 puts here
+    args = ssl_args(TINY_HUBERT, num_classes=50)
+    torch.save(SSLTask.build_model(args).state_dict(), tmp_path / "model.pth")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(vars(args)))
+    tokens = ["<blank>", "<unk>", "<space>", "A", "B", "<sos/eos>"]
+    (tmp_path / "tokens.txt").write_text("\n".join(tokens) + "\n")
+    asr_args = ASRTask.get_parser().parse_args(
+        ["--config", str(ASR), "--token_list", str(tmp_path / "tokens.txt")]
+        + ["--token_type", "char"]
+    )
+    asr_args.frontend_conf["frontend_conf"]["path_or_url"] = str(tmp_path / "model.pth")
+    model = ASRTask.build_model(asr_args)
+    mask = model.frontend.upstream.util_modules["mask"]
+    assert (mask.mask_prob, mask.mask_channel_prob, mask.mask_channel_length) == (
+        0.65,
+        0.5,
+        64,
+    )
+    assert model.frontend.freeze_encoder_steps == 10_000 and model.encoder is None
+    speech = 0.1 * torch.randn(2, 32000, generator=torch.Generator().manual_seed(0))
+    text = torch.tensor([[3, 2, 4], [4, 3, -1]])
+    loss, stats, _ = model(
+        speech, torch.tensor([32000, 24000]), text, torch.tensor([3, 2])
+    )
+    assert torch.isfinite(loss) and stats["loss_ctc"] > 0
