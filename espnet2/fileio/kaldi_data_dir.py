@@ -11,7 +11,8 @@ The checks follow Kaldi's ``utils/validate_data_dir.sh`` and the conventions of
 ESPnet's readers (``espnet2.fileio.read_text.read_2columns_text``): one
 ``<id> <value>`` pair per line, ids sorted in C-locale byte order, no duplicates.
 Unlike those tools, every error carries its line number, which is why the two-column
-parser here is our own (:func:`parse_two_column_text`).
+parser here is our own (:func:`parse_two_column_text`). :func:`data_dir_lines` lays out
+the files of a new data dir in the order and format the checks expect.
 """
 
 import logging
@@ -127,6 +128,50 @@ class KaldiLine(NamedTuple):
     line_no: int
     id: str
     value: str
+
+
+class DataDirEntry(NamedTuple):
+    """One utterance of a data dir to write (see :func:`data_dir_lines`).
+
+    Attributes:
+        utt_id: Utterance id, prefixed with its speaker id.
+        audio: The ``wav.scp`` value (an audio file path).
+        text: The transcript.
+        speaker: Speaker id.
+        seconds: Duration of the audio in seconds.
+    """
+
+    utt_id: str
+    audio: str
+    text: str
+    speaker: str
+    seconds: Seconds
+
+
+def data_dir_lines(
+    entries: Sequence[DataDirEntry], seconds_digits: int = 4
+) -> Dict[str, List[str]]:
+    """The lines of ``wav.scp``, ``text``, ``utt2spk``, ``spk2utt`` and ``utt2dur``.
+
+    Args:
+        entries: The utterances of one set, in any order.
+        seconds_digits: Decimals of the ``utt2dur`` durations.
+
+    Returns:
+        ``{file name: lines}``, every file sorted by id in C-locale byte order (Python
+        ``str`` order is code point order, which is UTF-8 byte order).
+    """
+    entries = sorted(entries, key=lambda entry: entry.utt_id)
+    speakers: Dict[str, List[str]] = {}
+    for entry in entries:
+        speakers.setdefault(entry.speaker, []).append(entry.utt_id)
+    return {
+        "wav.scp": [f"{e.utt_id} {e.audio}" for e in entries],
+        "text": [f"{e.utt_id} {e.text}" for e in entries],
+        "utt2spk": [f"{e.utt_id} {e.speaker}" for e in entries],
+        "spk2utt": [f"{spk} {' '.join(speakers[spk])}" for spk in sorted(speakers)],
+        "utt2dur": [f"{e.utt_id} {e.seconds:.{seconds_digits}f}" for e in entries],
+    }
 
 
 def _sort_fix(path: str) -> str:

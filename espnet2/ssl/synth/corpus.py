@@ -36,6 +36,8 @@ import soundfile
 from tqdm import tqdm
 from typeguard import TypeCheckError, check_type, typechecked
 
+from espnet2.fileio.kaldi_data_dir import DataDirEntry
+from espnet2.fileio.kaldi_data_dir import data_dir_lines as kaldi_data_dir_lines
 from espnet2.ssl.synth.espeak import (
     EspeakError,
     SynthResult,
@@ -420,21 +422,17 @@ def data_dir_lines(utterances: Sequence[Utterance]) -> Dict[str, List[str]]:
         ``{file name: lines}`` for every name in DATA_FILES.
     """
     utts = sorted(utterances, key=lambda utt: utt.utt_id)
-    speakers: Dict[str, List[str]] = {}
-    for utt in utts:
-        speakers.setdefault(utt.speaker_id, []).append(utt.utt_id)
-    return {
-        "wav.scp": [f"{u.utt_id} {u.audio_path}" for u in utts],
-        "text": [f"{u.utt_id} {u.text}" for u in utts],
-        "utt2spk": [f"{u.utt_id} {u.speaker_id}" for u in utts],
-        "spk2utt": [f"{spk} {' '.join(speakers[spk])}" for spk in sorted(speakers)],
-        "utt2dur": [f"{u.utt_id} {u.duration:.7f}" for u in utts],
-        "phones.ctm": [
-            f"{u.utt_id} 1 {start:.3f} {dur:.3f} {phone}"
-            for u in utts
-            for start, dur, phone in u.phones
-        ],
-    }
+    entries = [
+        DataDirEntry(u.utt_id, str(u.audio_path), u.text, u.speaker_id, u.duration)
+        for u in utts
+    ]
+    lines = kaldi_data_dir_lines(entries, seconds_digits=7)
+    lines["phones.ctm"] = [
+        f"{u.utt_id} 1 {start:.3f} {dur:.3f} {phone}"
+        for u in utts
+        for start, dur, phone in u.phones
+    ]
+    return lines
 
 
 def write_data_dir(data_dir: Path, utterances: Sequence[Utterance]) -> None:

@@ -503,3 +503,21 @@ def test_byte_order_matches_c_locale_sort():
     )
     sorted_text = result.stdout.decode("utf-8")
     assert [line.id for line in parse_two_column_text(sorted_text)] == _byte_sorted(ids)
+
+
+def test_data_dir_lines_sort_by_id_in_byte_order_and_group_speakers(tmp_path):
+    from espnet2.fileio.kaldi_data_dir import DataDirEntry, data_dir_lines
+
+    entries = [
+        DataDirEntry("spkB-2", "/b2.flac", "HELLO THERE", "spkB", 1.23456),
+        DataDirEntry("spkA-1", "/a1.flac", "HI", "spkA", 0.5),
+        DataDirEntry("spkB-1", "/b1.flac", "YES", "spkB", 2.0),
+    ]
+    lines = data_dir_lines(entries, seconds_digits=2)
+    assert lines["wav.scp"] == ["spkA-1 /a1.flac", "spkB-1 /b1.flac", "spkB-2 /b2.flac"]
+    assert lines["text"][2] == "spkB-2 HELLO THERE"
+    assert lines["spk2utt"] == ["spkA spkA-1", "spkB spkB-1 spkB-2"]
+    assert lines["utt2dur"] == ["spkA-1 0.50", "spkB-1 2.00", "spkB-2 1.23"]
+    for name, file_lines in lines.items():
+        (tmp_path / name).write_text("".join(line + "\n" for line in file_lines))
+    assert validate_data_dir(tmp_path, check_audio=False).num_utterances == 3

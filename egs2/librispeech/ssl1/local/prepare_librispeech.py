@@ -43,7 +43,12 @@ from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 import soundfile
 from tqdm import tqdm
 
-from espnet2.fileio.kaldi_data_dir import DataDirError, validate_data_dir
+from espnet2.fileio.kaldi_data_dir import (
+    DataDirEntry,
+    DataDirError,
+    data_dir_lines,
+    validate_data_dir,
+)
 from espnet2.utils.tool_logging import exit_with_error, start_tool_logging
 
 TOOL = "prepare_librispeech.py"
@@ -269,22 +274,6 @@ def read_durations(
     return seconds
 
 
-def data_dir_lines(
-    utterances: Sequence[Utterance], seconds: Sequence[float]
-) -> Dict[str, List[str]]:
-    """The lines of each file of a data dir (utterances sorted by id)."""
-    speakers: Dict[str, List[str]] = {}
-    for utt in utterances:
-        speakers.setdefault(utt.speaker, []).append(utt.utt_id)
-    return {
-        "wav.scp": [f"{utt.utt_id} {utt.flac}" for utt in utterances],
-        "text": [f"{utt.utt_id} {utt.text}" for utt in utterances],
-        "utt2spk": [f"{utt.utt_id} {utt.speaker}" for utt in utterances],
-        "spk2utt": [f"{spk} {' '.join(ids)}" for spk, ids in sorted(speakers.items())],
-        "utt2dur": [f"{u.utt_id} {s:.4f}" for u, s in zip(utterances, seconds)],
-    }
-
-
 def write_data_dir(
     data_dir: Path, utterances: Sequence[Utterance], seconds: Sequence[float]
 ) -> None:
@@ -298,7 +287,11 @@ def write_data_dir(
     tmp = data_dir.with_name(f".{data_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for name, lines in data_dir_lines(utterances, seconds).items():
+    entries = [
+        DataDirEntry(utt.utt_id, utt.flac, utt.text, utt.speaker, duration)
+        for utt, duration in zip(utterances, seconds)
+    ]
+    for name, lines in data_dir_lines(entries).items():
         (tmp / name).write_text("".join(f"{line}\n" for line in lines), "utf-8")
     validate_data_dir(tmp, check_audio=False)  # order, ids, speakers of our output
     shutil.rmtree(data_dir, ignore_errors=True)
