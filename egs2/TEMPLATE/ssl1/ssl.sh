@@ -145,11 +145,11 @@ if [ "${num_nodes}" -gt 1 ] && [ -z "${cuda_cmd}" ]; then
     exit 2
 fi
 if [ "${stop_stage}" -ge 3 ] && [ "${stage}" -le 6 ] && [ -z "${ssl_config}" ]; then
-    log "Error: --ssl_config is required for stages 3-6 (e.g. conf/tuning/train_ssl_hubert_tiny.yaml)"
+    log "Error: --ssl_config is required for stages 3-6 (e.g. conf/train_ssl_hubert_tiny.yaml)"
     exit 2
 fi
 if [ "${stop_stage}" -ge 7 ] && [ "${stage}" -le 8 ]; then
-    [ -n "${asr_config}" ] || { log "Error: --asr_config is required for stages 7-8 (e.g. conf/tuning/train_asr_ctc_tiny.yaml)"; exit 2; }
+    [ -n "${asr_config}" ] || { log "Error: --asr_config is required for stages 7-8 (e.g. conf/train_asr_ctc_tiny.yaml)"; exit 2; }
     [ -n "${labeled_set}" ] || { log "Error: --labeled_set is required for stages 7-8"; exit 2; }
     [ -n "${test_sets}" ] || { log "Error: --test_sets is required for stage 8"; exit 2; }
     case "${token_type}" in char|bpe) ;; *) log "Error: --token_type must be char or bpe, not '${token_type}'"; exit 2 ;; esac

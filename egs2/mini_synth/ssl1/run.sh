@@ -8,7 +8,7 @@ train_set=train                 # unlabeled pretraining set
 labeled_set=train_labeled       # labeled subset of train for fine-tuning
 valid_set=dev                   # held-out voices and sentences
 test_sets="dev test"            # sets scored after fine-tuning
-ssl_config=conf/tuning/train_ssl_hubert_tiny.yaml  # or conf/tuning/train_ssl_wav2vec2_tiny.yaml
+ssl_config=conf/train_ssl_hubert_tiny.yaml  # or conf/train_ssl_wav2vec2_tiny.yaml (links into conf/tuning/)
 
 ./ssl.sh \
     --train_set "${train_set}" \
@@ -21,7 +21,7 @@ ssl_config=conf/tuning/train_ssl_hubert_tiny.yaml  # or conf/tuning/train_ssl_wa
     --n_clusters 50 \
     --next_n_clusters 50 \
     --kmeans_fraction 1.0 \
-    --asr_config conf/tuning/train_asr_ctc_tiny.yaml \
+    --asr_config conf/train_asr_ctc_tiny.yaml \
     --asr_baseline true \
     --inference_nj 2 \
     "$@"
