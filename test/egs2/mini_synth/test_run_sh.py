@@ -278,7 +278,7 @@ def test_wav2vec2_skips_the_targets_and_pretrains_without_labels(recipe, hubert_
     result = run(
         recipe,
         "--stage", "3", "--stop_stage", "4", "--local_data_opts", TINY,
-        "--ssl_config", "conf/tuning/train_ssl_wav2vec2_tiny.yaml",
+        "--ssl_config", "conf/train_ssl_wav2vec2_tiny.yaml",
         "--ssl_args", "--max_epoch 1",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
