@@ -631,9 +631,11 @@ fi
 if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
     log "Stage 8: Decoding and scoring ${test_sets} into ${expdir}/${asr_tag}/RESULTS.md"
     systems=()
+    scores=""  # the result.json files the table is made of, with their times
     for system in $(asr_exps); do
         for dset in ${test_sets}; do
             decode "${system#*=}" "${dset}"
+            scores+=" $(model_stamp "${system#*=}/decode_${dset}/score/result.json")"
         done
         systems+=(--system "${system}")
     done
@@ -648,12 +650,7 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
         notes+=(--description "scratch: the same ASR config from an untrained model of the same architecture")
     fi
     results="${expdir}/${asr_tag}/RESULTS.md"
-    stamp="${systems[*]} ${notes[*]}"
-    for system in $(asr_exps); do
-        for dset in ${test_sets}; do
-            stamp+=" $(model_stamp "${system#*=}/decode_${dset}/score/result.json")"
-        done
-    done
+    stamp="${systems[*]} ${notes[*]}${scores}"
     if [ -f "${results}" ] && is_done "${expdir}/${asr_tag}/.results.done" "${stamp}"; then
         log "Stage 8: ${results} already done with the same options; skipping"
     else

@@ -313,7 +313,8 @@ def test_bpe_tokens_fine_tune_with_sentencepiece(recipe, hubert_run):
     tokens = (token_dir / "tokens.txt").read_text().split()
     assert tokens[:2] == ["<blank>", "<unk>"] and tokens[-1] == "<sos/eos>"
     assert 10 < len(tokens) <= 30 + 3  # the pieces the labeled text uses
-    assert any(len(t) > 2 and t.startswith("\u2581") for t in tokens)  # word pieces
+    assert "\u2581" in tokens and "<space>" not in tokens  # sentencepiece, not chars
+    assert any(len(t) > 1 and not t.startswith("<") for t in tokens)  # e.g. "THE"
     config = yaml.safe_load((recipe / "exp/asr_bpe/config.yaml").read_text())
     assert config["token_type"] == "bpe" and config["bpemodel"].endswith("bpe.model")
     assert "| pretrained | test |" in (recipe / "exp/asr_bpe/RESULTS.md").read_text()
