@@ -395,11 +395,17 @@ asr_token_options() {
     if [ "${token_type}" = bpe ]; then echo "--bpemodel $(token_dir)/bpe.model"; fi
 }
 
+# asr_stats_dir: collect-stats of the fine-tuning, one per token list
+asr_stats_dir() {
+    echo "${expdir}/asr_stats_$(basename "$(token_dir)")"
+}
+
 # asr_stats CONFIG: ESPnet's collect-stats of the labeled and valid sets (the shapes
 # the batch sampler sorts by), once per token list
 asr_stats() {
     local config=$1
-    local stats="${expdir}/asr_stats_$(basename "$(token_dir)")"
+    local stats
+    stats=$(asr_stats_dir)
     local stamp="sets=${labeled_set},${valid_set} tokens=$(cat "$(token_dir)/.done")"
     if is_done "${stats}/.done" "${stamp}"; then
         log "fine-tuning: statistics in ${stats} already collected; skipping"
@@ -429,7 +435,8 @@ finetune() {
     python -m espnet2.bin.ssl_recipe_config set_frontend_model "${asr_config}" "${model}" \
         "${exp}/train_config.yaml"
     asr_stats "${exp}/train_config.yaml"
-    local stats="${expdir}/asr_stats_$(basename "$(token_dir)")"
+    local stats
+    stats=$(asr_stats_dir)
     # shellcheck disable=SC2046,SC2086
     train_or_fail asr_train "${exp}" --config "${exp}/train_config.yaml" \
         --ngpu "${ngpu}" $(dist_options "${exp}") --resume true $(asr_token_options) \
