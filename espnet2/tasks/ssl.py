@@ -6,6 +6,8 @@ module-level name, option and default of ESPnet's version keeps working; added:
 * loss ``wav2vec2`` (``espnet2.ssl.loss.wav2vec2.Wav2Vec2Loss``);
 * encoder ``transformer`` is ``Wav2Vec2TransformerEncoder``, ESPnet's
   ``TransformerEncoder`` plus the options wav2vec 2.0 BASE needs (defaults unchanged);
+* encoder ``summary_mixing`` (``SummaryMixingEncoder``, a Conformer with
+  SummaryMixing in place of self-attention);
 * util ``mask`` is ``SpanMasking`` (ESPnet's options; not in place; deterministic
   validation masks);
 * ``build_optimizers`` hooks the optimizer so the model counts optimizer updates;
@@ -27,6 +29,7 @@ from typeguard import typechecked
 from espnet2.asr.encoder.abs_encoder import AbsEncoder
 from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
 from espnet2.asr.encoder.e_branchformer_encoder import EBranchformerEncoder
+from espnet2.asr.encoder.summary_mixing_encoder import SummaryMixingEncoder
 from espnet2.asr.encoder.wav2vec2_transformer_encoder import Wav2Vec2TransformerEncoder
 from espnet2.asr.frontend.abs_frontend import AbsFrontend
 from espnet2.asr.frontend.cnn import CNNFrontend
@@ -88,6 +91,7 @@ encoder_choices = ClassChoices(
         transformer=Wav2Vec2TransformerEncoder,
         e_branchformer=EBranchformerEncoder,
         conformer=ConformerEncoder,
+        summary_mixing=SummaryMixingEncoder,
     ),
     type_check=AbsEncoder,
     default="transformer",

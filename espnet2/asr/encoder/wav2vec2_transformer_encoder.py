@@ -68,39 +68,21 @@ import logging
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
-from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
 from espnet.nets.pytorch_backend.transformer.embedding import (
     ConvolutionalPositionalEmbedding,
     PositionalEncoding,
 )
-from espnet.nets.pytorch_backend.transformer.subsampling import (
-    Conv1dSubsampling2,
-    Conv2dSubsampling,
-    Conv2dSubsampling1,
-    Conv2dSubsampling2,
-    Conv2dSubsampling6,
-    Conv2dSubsampling8,
-    TooShortUttError,
-    check_short_utt,
-)
 from typeguard import typechecked
 
 from espnet2.asr.ctc import CTC
-from espnet2.asr.encoder.transformer_encoder import TransformerEncoder
-
-FFN_ACTIVATIONS = {
-    "relu": torch.nn.ReLU,
-    "gelu": torch.nn.GELU,  # exact erf form, as fairseq and HF "gelu"
-    "swish": torch.nn.SiLU,
-}
-SUBSAMPLING_LAYERS = (
-    Conv2dSubsampling,
-    Conv1dSubsampling2,
-    Conv2dSubsampling1,
-    Conv2dSubsampling2,
-    Conv2dSubsampling6,
-    Conv2dSubsampling8,
+from espnet2.asr.encoder.building_blocks import (
+    embed_input,
+    kept_layers,
+    padding_mask,
 )
+from espnet2.asr.encoder.transformer_encoder import TransformerEncoder
+from espnet2.asr.layers.activation import ACTIVATIONS as FFN_ACTIVATIONS
+
 ESPNET_POS_CONV_KERNEL_SIZE = 128
 ESPNET_POS_CONV_GROUPS = 16
 
@@ -347,7 +329,7 @@ class Wav2Vec2TransformerEncoder(TransformerEncoder):
         if self.zero_padded_frames:
             xs_pad = xs_pad.masked_fill(pad_mask.unsqueeze(-1), 0.0)
         keep_masks = ~pad_mask.unsqueeze(1)  # (B, T) -> (B, 1, T), True = valid
-        xs_pad, keep_masks = self._embed_input(xs_pad, keep_masks)
+        xs_pad, keep_masks = embed_input(self.embed, xs_pad, keep_masks)
         xs_pad, keep_masks, intermediate_outs = self._encode_layers(
             xs_pad, keep_masks, ctc, return_all_hs
         )
@@ -365,32 +347,7 @@ class Wav2Vec2TransformerEncoder(TransformerEncoder):
         """Return the padding mask (B, T), True on padded frames."""
         if masks is not None:
             return masks.to(xs_pad.device)
-        return make_pad_mask(ilens, maxlen=xs_pad.size(1)).to(xs_pad.device)
-
-    def _embed_input(
-        self, xs_pad: torch.Tensor, keep_masks: torch.Tensor
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Apply the input layer: (B, T, D_in), (B, 1, T) -> (B, T', D), (B, 1, T')."""
-        if self.embed is None:
-            return xs_pad, keep_masks
-        if isinstance(self.embed, SUBSAMPLING_LAYERS):
-            too_short, limit_size = check_short_utt(self.embed, xs_pad.size(1))
-            if too_short:
-                raise TooShortUttError(
-                    f"has {xs_pad.size(1)} frames and is too short for subsampling "
-                    f"(it needs more than {limit_size} frames), return empty results",
-                    xs_pad.size(1),
-                    limit_size,
-                )
-            return self.embed(xs_pad, keep_masks)
-        return self.embed(xs_pad), keep_masks
-
-    def _kept_layers(self) -> List[bool]:
-        """Draw which layers run in this forward (all unless layer drop applies)."""
-        rate = self.encoders.layer_drop_rate
-        if not (self.training and self.apply_layer_drop and rate > 0):
-            return [True] * len(self.encoders)
-        return (torch.rand(len(self.encoders)) >= rate).tolist()
+        return padding_mask(ilens, xs_pad.size(1)).to(xs_pad.device)
 
     def _encode_layers(
         self,
@@ -401,7 +358,8 @@ class Wav2Vec2TransformerEncoder(TransformerEncoder):
     ) -> Tuple[torch.Tensor, torch.Tensor, IntermediateOuts]:
         """Run the layers, collecting per-layer or intermediate-CTC outputs."""
         intermediate_outs = []
-        kept = self._kept_layers()
+        rate = self.encoders.layer_drop_rate if self.apply_layer_drop else 0.0
+        kept = kept_layers(len(self.encoders), rate, self.training)
         for layer_idx, encoder_layer in enumerate(self.encoders):
             if kept[layer_idx]:
                 xs_pad, keep_masks = encoder_layer(xs_pad, keep_masks)

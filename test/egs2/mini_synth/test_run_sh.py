@@ -289,6 +289,37 @@ def test_wav2vec2_skips_the_targets_and_pretrains_without_labels(recipe, hubert_
     assert len(config["train_data_path_and_name_and_type"]) == 1  # audio only
 
 
+@pytest.mark.parametrize("objective", ["hubert", "wav2vec2"])
+def test_summary_mixing_pretrains_packs_and_fine_tunes(recipe, hubert_run, objective):
+    assert hubert_run.returncode == 0, hubert_run.stderr[-3000:]
+    tag = f"ssl_{objective}_summary_mixing_tiny"
+    result = run(
+        recipe,
+        "--stage", "3", "--stop_stage", "7", "--local_data_opts", TINY,
+        "--ssl_config", f"conf/tuning/train_{tag}.yaml", "--n_clusters", "8",
+        "--ssl_iterations", "1", "--asr_baseline", "false",
+        "--ssl_args", "--max_epoch 1", "--asr_args", "--max_epoch 1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    exp = recipe / "exp" / tag
+    config = yaml.safe_load((exp / "config.yaml").read_text())
+    assert config["encoder"] == "summary_mixing"
+    assert config["encoder_conf"]["mixer"] == "summary_mixing"
+    state = torch.load(exp / "valid.loss.best.pth")
+    assert any(".mixer.summary." in key for key in state)  # SummaryMixing weights
+    assert not any("self_attn" in key for key in state)
+    packed = exp / f"{tag}.zip"
+    assert packed.exists()
+    asr = recipe / "exp" / f"asr_{tag}"
+    asr_config = yaml.safe_load((asr / "config.yaml").read_text())
+    frontend = asr_config["frontend_conf"]["frontend_conf"]["path_or_url"]
+    assert frontend == str(packed.relative_to(recipe))
+    tuned = torch.load(asr / "valid.loss.best.pth")
+    key = next(k for k in tuned if ".mixer.summary." in k)  # the SSL encoder inside
+    assert torch.equal(tuned[key], state[key[len("frontend.upstream.") :]])
+    assert not (recipe / "exp" / f"asr_{tag}_scratch").exists()
+
+
 def test_an_unknown_option_stops_the_recipe_with_exit_code_2(recipe):
     result = run(recipe, "--n_clusterz", "100")
     assert result.returncode == 2
