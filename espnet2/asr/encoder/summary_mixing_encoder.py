@@ -108,6 +108,8 @@ class MaskedConvolutionModule(torch.nn.Module):
 
         Values on padded output frames are unspecified.
         """
+        if x.shape[1] == 0:  # no frames (a batch of empty utterances)
+            return x
         x = x.transpose(1, 2)  # (B, T, D) -> (B, D, T)
         x = torch.nn.functional.glu(self.pointwise_in(x), dim=1)  # (B, D, T)
         x = x.masked_fill(pad_mask.unsqueeze(1), 0.0)  # nothing leaks from padding
