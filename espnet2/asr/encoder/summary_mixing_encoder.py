@@ -209,6 +209,76 @@ class MixerConformerLayer(torch.nn.Module):
         return self.mixer(x, pad_mask)
 
 
+def feed_forward(size: int, units: int, dropout_rate: float, activation: str):
+    """ESPnet's position-wise feed-forward D -> units -> D."""
+    return PositionwiseFeedForward(
+        size, units, dropout_rate, build_activation(activation)
+    )
+
+
+def build_mixer(
+    mixer: str,
+    size: int,
+    heads: int,
+    local_units: Tuple[int, ...],
+    summary_units: Tuple[int, ...],
+    mixer_layer_norm: bool,
+    relative: bool,
+    activation: str,
+    dropout_rate: float,
+    attention_dropout_rate: float,
+) -> torch.nn.Module:
+    """The mixer of one block: SummaryMixing, SummaryMixing-lite or self-attention."""
+    if mixer == "self_attention":
+        return SelfAttentionMixer(size, heads, attention_dropout_rate, relative)
+    return SummaryMixing(
+        size,
+        size,
+        local_units=local_units,
+        summary_units=summary_units,
+        num_heads=heads,
+        activation=activation,
+        dropout_rate=dropout_rate,
+        use_layer_norm=mixer_layer_norm,
+        mode=mixer,
+    )
+
+
+def build_block(
+    size: int,
+    linear_units: int,
+    macaron_style: bool,
+    cnn_module_kernel: Optional[int],
+    cnn_module_norm: str,
+    eps: float,
+    **mixer_options,
+) -> MixerConformerLayer:
+    """One block from the encoder's options (``cnn_module_kernel`` None: no conv).
+
+    ``mixer_options`` are ``build_mixer``'s arguments except ``size``.
+    """
+    activation = mixer_options["activation"]
+    dropout_rate = mixer_options["dropout_rate"]
+    conv = None
+    if cnn_module_kernel is not None:
+        conv = MaskedConvolutionModule(
+            size, cnn_module_kernel, cnn_module_norm, activation, eps
+        )
+    return MixerConformerLayer(
+        size,
+        build_mixer(size=size, **mixer_options),
+        feed_forward(size, linear_units, dropout_rate, activation),
+        (
+            feed_forward(size, linear_units, dropout_rate, activation)
+            if macaron_style
+            else None
+        ),
+        conv,
+        dropout_rate,
+        eps,
+    )
+
+
 class SummaryMixingEncoder(AbsEncoder):
     """Conformer encoder with SummaryMixing blocks (ESPnet ``AbsEncoder``).
 
@@ -300,85 +370,27 @@ class SummaryMixingEncoder(AbsEncoder):
         self.embed = build_input_layer(
             input_layer, input_size, output_size, dropout_rate, pos_enc
         )
+        block = dict(
+            size=output_size,
+            mixer=mixer,
+            heads=attention_heads,
+            linear_units=linear_units,
+            local_units=tuple(local_units or (output_size,)),
+            summary_units=tuple(summary_units or (output_size,)),
+            mixer_layer_norm=mixer_layer_norm,
+            relative=pos_enc_layer_type == "rel_pos",
+            activation=activation_type,
+            dropout_rate=dropout_rate,
+            attention_dropout_rate=attention_dropout_rate,
+            macaron_style=macaron_style,
+            cnn_module_kernel=cnn_module_kernel if use_cnn_module else None,
+            cnn_module_norm=cnn_module_norm,
+            eps=layer_norm_eps,
+        )
         self.encoders = torch.nn.ModuleList(
-            MixerConformerLayer(
-                output_size,
-                self._build_mixer(
-                    mixer,
-                    output_size,
-                    attention_heads,
-                    local_units,
-                    summary_units,
-                    activation_type,
-                    dropout_rate,
-                    attention_dropout_rate,
-                    mixer_layer_norm,
-                    pos_enc_layer_type == "rel_pos",
-                ),
-                self._feed_forward(
-                    output_size, linear_units, dropout_rate, activation_type
-                ),
-                (
-                    self._feed_forward(
-                        output_size, linear_units, dropout_rate, activation_type
-                    )
-                    if macaron_style
-                    else None
-                ),
-                (
-                    MaskedConvolutionModule(
-                        output_size,
-                        cnn_module_kernel,
-                        cnn_module_norm,
-                        activation_type,
-                        layer_norm_eps,
-                    )
-                    if use_cnn_module
-                    else None
-                ),
-                dropout_rate,
-                layer_norm_eps,
-            )
-            for _ in range(num_blocks)
+            build_block(**block) for _ in range(num_blocks)
         )
         self.after_norm = torch.nn.LayerNorm(output_size, eps=layer_norm_eps)
-
-    @staticmethod
-    def _feed_forward(
-        size: int, units: int, dropout_rate: float, activation: str
-    ) -> torch.nn.Module:
-        """ESPnet's position-wise feed-forward D -> units -> D."""
-        return PositionwiseFeedForward(
-            size, units, dropout_rate, build_activation(activation)
-        )
-
-    @staticmethod
-    def _build_mixer(
-        mixer: str,
-        size: int,
-        heads: int,
-        local_units: Optional[Sequence[int]],
-        summary_units: Optional[Sequence[int]],
-        activation: str,
-        dropout_rate: float,
-        attention_dropout_rate: float,
-        layer_norm: bool,
-        relative: bool,
-    ) -> torch.nn.Module:
-        """The mixer of one block (SummaryMixing, -lite or self-attention)."""
-        if mixer == "self_attention":
-            return SelfAttentionMixer(size, heads, attention_dropout_rate, relative)
-        return SummaryMixing(
-            size,
-            size,
-            local_units=tuple(local_units or (size,)),
-            summary_units=tuple(summary_units or (size,)),
-            num_heads=heads,
-            activation=activation,
-            dropout_rate=dropout_rate,
-            use_layer_norm=layer_norm,
-            mode=mixer,
-        )
 
     def output_size(self) -> int:
         return self._output_size
