@@ -2,40 +2,69 @@
 
 One training step = forward + backward + AdamW update of the whole model (wav2vec 2.0
 CNN, projection, 12-block encoder, quantizer and contrastive loss), in train mode, on
-``--batch_size`` utterances of random audio cropped to each length in ``--crops``
-(seconds, no padding). Every model is built through ESPnet's real ``SSLTask`` from
+``--batch_size`` utterances (default 2) of seeded random audio (0.1 * randn, 16 kHz)
+cropped to each length in ``--crops`` (seconds, no padding). Every model is built
+through ESPnet's real ``SSLTask`` from
 ``egs2/librispeech/ssl1/conf/tuning/train_ssl_wav2vec2_summary_mixing_base.yaml``
-(``--size base``: 768 wide, 12 blocks, 8 heads, FFN 3072) or a reduced copy
-(``--size small``); the variants differ only in the encoder:
+(``--size base``: 512-channel CNN, 768 wide, 12 blocks, 8 heads, FFN 3072) or a
+reduced copy (``--size small``: 256-channel CNN, 256 wide, 8 blocks, 4 heads, FFN
+1024, local and summary units [256]); the variants differ only in the encoder:
 
 * ``summary_mixing``: the YAML as is (SummaryMixing Conformer, linear time);
 * ``self_attention``: the same encoder class and block with the mixer swapped for
   ESPnet's relative-position multi-head attention (``mixer: self_attention``,
-  ``pos_enc_layer_type: rel_pos``, attention dropout 0.1): the reference;
+  ``pos_enc_layer_type: rel_pos``, attention dropout 0.1): the reference of the
+  issue's target;
 * ``espnet_conformer``: ESPnet 202511's own ``ConformerEncoder`` at the same width,
   depth, heads, FFN, kernel and activation (rel_selfattn, latest rel_pos, macaron,
-  explicit softmax attention): what an ESPnet user would otherwise train;
+  convolution module, explicit softmax attention): what an ESPnet user would
+  otherwise train;
 * ``summary_mixing_lite`` (only with ``--variants``): the summary without the local
   branch.
 
-Layer drop is 0 in every variant, so every step runs every block.
+Layer drop is set to 0 in every variant (the YAML has 0.05), so every step runs every
+block and the step times vary less. Each step ends with ``zero_grad(set_to_none=True)``
+(as ESPnet's trainer), so idle variants hold no gradients.
 
-Method (BENCH.md): one process, ``torch.set_num_threads(--threads)``; at each crop the
-variants run ``--warmup`` steps, then ``--repeats`` timed steps each in alternating
-(ABBA) order; the median step time is reported. One extra, untimed step per variant
-and crop counts FLOPs (``torch.utils.flop_counter.FlopCounterMode``: matmuls and
-convolutions, forward and backward) and the peak memory of live tensors:
-torch.profiler with ``profile_memory=True`` attributes every CPU allocation and free
-to the op (or ``[memory]`` record) it happens in; summing their ``self`` memory in
-start-time order gives the bytes held by tensors over the step, and its maximum
-above the start is the step's peak (allocations freed inside one op count as their
-net). Parameters and AdamW state (measured after the warm-up, as in a long run) are
-added to give the peak a GPU would report. RSS growth over a timed step (VmHWM
-after ``clear_refs`` minus VmRSS at the start) is reported beside it; it depends on
-malloc's caching.
+Subnormal floats: on this random audio, after about 10 updates the variants with
+ESPnet's attention start producing subnormal (denormal) floats, and their steps on an
+x86 CPU become 2-4x slower and erratic (self-attention at 8 s: 11-13 s per step
+instead of 5.6-6 s; SummaryMixing is not affected). GPUs process subnormals at full
+speed, so by default (``--denormals flush``) the benchmark sets
+``torch.set_flush_denormal(True)`` (flush-to-zero and denormals-are-zero) for every
+variant; ``--denormals keep`` measures the CPU's default behaviour.
+
+Method (BENCH.md): one process, ``torch.set_num_threads(--threads)``. At each crop
+the variants run ``--warmup`` steps each, then ``--repeats`` timed steps each in
+alternating (ABBA) order; the median step time is reported, with the process's CPU
+time over wall time x threads (``cpu_share``; ``contended`` below 0.9: other
+processes took the CPUs) and the RSS growth of each timed step (``VmHWM`` after
+``clear_refs`` minus ``VmRSS`` at the step's start; it depends on malloc's caching).
+After all timings, each variant and crop runs one warm-up step (AdamW's state then
+exists, as in a long run) and two untimed steps:
+
+* FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` over a forward + backward
+  (``count_flops`` of ``bench_wav2vec2_step.py``: matmuls and convolutions; ESPnet's
+  attention does explicit matmuls, so its T^2 terms are counted);
+* peak tensor memory: ``torch.profiler`` with ``profile_memory=True`` records every
+  CPU tensor allocation (+ bytes) and free (- bytes) with its time. The running sum
+  of these records in time order is the memory held by tensors above the step's
+  start (frees of older tensors are not recorded), and its maximum is the step's
+  peak (activations, gradients, AdamW's temporaries): ``step_peak_tensor_mb``.
+  The step starts with the gradients already freed (``zero_grad(set_to_none=True)``,
+  as ESPnet's trainer leaves them), so what is live at its start is the
+  parameters, AdamW's two moments and the batch (``static_mb``);
+  ``peak_tensor_mb`` = static + step peak is what a GPU's ``max_memory_allocated``
+  would report. The measure is checked at start-up on tensors of known size
+  (``memory_check`` in the summary).
+
+The issue's target is checked at 16 s against ``self_attention``: time ratio <= 0.75
+and step peak memory ratio <= 0.70 (the paper reports 18 % / 23 % less on GPU);
+growth with length is reported as successive time ratios (linear = the crop ratio,
+2.0) and a least-squares line time = a + b * crop per variant.
 
 Run from the repository root:
-``tools/venv/bin/python test/bench/bench_summary_mixing.py`` (about 15 min on 2
+``tools/venv/bin/python test/bench/bench_summary_mixing.py`` (about 35 min on 2
 idle cores). Writes one JSON line per (variant, crop), a summary line of ratios, and
 ``bench/results/summary_mixing_step.json``.
 """
@@ -46,8 +75,9 @@ import json
 import logging
 import statistics
 import sys
+import warnings
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -63,7 +93,7 @@ from bench_wav2vec2_step import (
     build_ours,
     environment,
 )
-from torch.profiler import ProfilerActivity, profile
+from torch.profiler import ProfilerActivity, profile, record_function
 from torch.utils.flop_counter import FlopCounterMode
 
 SM_YAML = (
@@ -72,8 +102,11 @@ SM_YAML = (
 # --size small as overrides: (CNN channels, width, heads, FFN, blocks)
 SMALL = dict(channels=256, dim=256, heads=4, ffn=1024, blocks=8)
 VARIANTS = ("summary_mixing", "self_attention", "espnet_conformer")
-REFERENCE = "self_attention"
+REFERENCES = ("self_attention", "espnet_conformer")  # ratio denominators
+TARGET_VARIANT, TARGET_REFERENCE = "summary_mixing", "self_attention"
 TARGET_CROP, TARGET_TIME, TARGET_MEMORY = 16.0, 0.75, 0.70  # the issue's target
+MB = 2**20
+MEASURED = "measured_step"  # profiler annotation of the measured call
 
 
 # ---------------------------------------------------------------- configs
@@ -101,6 +134,30 @@ def load_config(size: str) -> Dict:
     return conf
 
 
+def conformer_config(enc: Dict) -> Dict:
+    """ESPnet ``ConformerEncoder`` options at the width and depth of ``enc``."""
+    return dict(
+        output_size=enc["output_size"],
+        attention_heads=enc["attention_heads"],
+        linear_units=enc["linear_units"],
+        num_blocks=enc["num_blocks"],
+        dropout_rate=enc["dropout_rate"],
+        positional_dropout_rate=enc["positional_dropout_rate"],
+        attention_dropout_rate=0.1,
+        input_layer=None,  # the preencoder already projects to the width
+        normalize_before=True,
+        macaron_style=True,
+        rel_pos_type="latest",
+        pos_enc_layer_type="rel_pos",
+        selfattention_layer_type="rel_selfattn",
+        activation_type=enc["activation_type"],
+        use_cnn_module=True,
+        cnn_module_kernel=enc["cnn_module_kernel"],
+        layer_drop_rate=0.0,
+        use_flash_attn=False,  # CPU: explicit softmax attention
+    )
+
+
 def variant_config(conf: Dict, variant: str) -> Dict:
     """``conf`` with the encoder of ``variant`` (see the module docstring)."""
     conf = copy.deepcopy(conf)
@@ -115,110 +172,218 @@ def variant_config(conf: Dict, variant: str) -> Dict:
         )
     elif variant == "espnet_conformer":
         conf["encoder"] = "conformer"
-        conf["encoder_conf"] = dict(
-            output_size=enc["output_size"],
-            attention_heads=enc["attention_heads"],
-            linear_units=enc["linear_units"],
-            num_blocks=enc["num_blocks"],
-            dropout_rate=enc["dropout_rate"],
-            positional_dropout_rate=enc["positional_dropout_rate"],
-            attention_dropout_rate=0.1,
-            input_layer=None,
-            normalize_before=True,
-            macaron_style=True,
-            rel_pos_type="latest",
-            pos_enc_layer_type="rel_pos",
-            selfattention_layer_type="rel_selfattn",
-            activation_type=enc["activation_type"],
-            use_cnn_module=True,
-            cnn_module_kernel=enc["cnn_module_kernel"],
-            layer_drop_rate=0.0,
-            use_flash_attn=False,
-        )
+        conf["encoder_conf"] = conformer_config(enc)
     else:
         raise ValueError(f"unknown variant {variant!r}")
     return conf
 
 
-# ---------------------------------------------------------------- measurements
-def live_tensor_peak_mb(step: OursStep) -> Dict[str, float]:
-    """Peak tensor memory (MB) and GFLOPs of one step.
+def cnn_frames(conf: Dict, num_samples: int) -> int:
+    """Frames out of the wav2vec 2.0 CNN for ``num_samples`` samples (no padding)."""
+    frames = num_samples
+    for _, kernel, stride in conf["frontend_conf"]["shapes"]:
+        frames = (frames - kernel) // stride + 1
+    return frames
 
-    ``step_peak_tensor_mb``: the peak of live tensors above the step's start
-    (gradients and activations); ``static_mb``: parameters and AdamW state, live
-    throughout; ``peak_tensor_mb``: their sum, what a GPU's peak memory counts. The
-    step is untimed: the profiler and the FLOP counter both slow it.
+
+# ---------------------------------------------------------------- memory
+def allocation_records(prof: profile) -> List[Tuple[int, int]]:
+    """``(time ns, bytes)`` of every CPU tensor allocation (+) and free (-), in order.
+
+    Read from the profiler's raw ``[memory]`` records: ``prof.events()`` folds the
+    allocations made inside an op into that op's ``self`` memory, which loses their
+    order relative to the op's children.
     """
-    with FlopCounterMode(display=False, custom_mapping=CPU_SDPA_FLOPS) as counter:
+    cpu = torch._C._autograd.DeviceType.CPU
+    records = [
+        (event.start_ns(), event.nbytes())
+        for event in prof.profiler.kineto_results.events()
+        if event.name() == "[memory]" and event.device_type() == cpu
+    ]
+    return sorted(records, key=lambda record: record[0])  # stable for equal times
+
+
+def annotation_range(prof: profile, name: str) -> Tuple[int, int]:
+    """Start and end (ns, the records' clock) of the ``record_function(name)``."""
+    for event in prof.profiler.kineto_results.events():
+        if event.name() == name and event.is_user_annotation():
+            return event.start_ns(), event.end_ns()
+    raise KeyError(name)
+
+
+def tensor_memory(
+    before: Callable[[], None], measured: Callable[[], object]
+) -> Tuple[int, int]:
+    """Tensor bytes ``before()`` leaves live, and the peak above them in ``measured()``.
+
+    Both run in one profiling session, so frees during ``measured`` of tensors
+    that ``before`` allocated are recorded. Tensors allocated before the session
+    are invisible: their frees are not recorded (torch warns "Memory block of
+    unknown size"), so they never lower the peak.
+
+    Returns:
+        ``(live_bytes, peak_bytes)``: the running sum of the records at the start
+        of ``measured``, and the maximum of the running sum during it minus that.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Profiler clears events at the end..."
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            step(update=True)
-    events = sorted(prof.events(), key=lambda e: e.time_range.start)
-    live = peak = 0
-    for event in events:
-        live += event.self_cpu_memory_usage
-        peak = max(peak, live)
+            before()
+            with record_function(MEASURED):
+                measured()
+    start, end = annotation_range(prof, MEASURED)
+    records = allocation_records(prof)
+    live = peak = base = sum(nbytes for time, nbytes in records if time < start)
+    for time, nbytes in records:
+        if start <= time <= end:
+            live += nbytes
+            peak = max(peak, live)
+    return base, peak - base
+
+
+def check_memory_measure() -> Dict[str, int]:
+    """Runs ``tensor_memory`` on tensors of known size; raises if it is off.
+
+    ``before`` keeps 40 MB (decimal). Then 4 MB and 8 MB live together (12 MB), a
+    4 MB product of the 8 MB one is added after the 4 MB one is freed (still
+    12 MB), all are freed, the 40 MB tensor is freed (-40 MB) and 16 MB allocated:
+    the peak above the start is 12 MB, not the 32 MB of all allocations, nor the
+    16 MB seen if the free of the 40 MB were not recorded.
+    """
+    old = []
+
+    def allocate() -> None:
+        a, b = torch.ones(1_000_000), torch.ones(2_000_000)
+        del a
+        c = b[::2] * 2.0  # (1_000_000,), allocated inside aten::mul
+        del b, c
+        old.clear()
+        d = torch.ones(4_000_000)
+        del d
+
+    live, peak = tensor_memory(lambda: old.append(torch.ones(10_000_000)), allocate)
+    expected = {"live_bytes": 40_000_000, "peak_bytes": 12_000_000}
+    measured = {"live_bytes": live, "peak_bytes": peak}
+    # a few bytes of scalars may be counted
+    if any(abs(measured[k] - expected[k]) > 1024 for k in expected):
+        raise RuntimeError(f"memory measure: {measured}, expected {expected}")
+    return {**measured, **{f"expected_{k}": v for k, v in expected.items()}}
+
+
+def tensor_bytes(tensors: List[torch.Tensor]) -> int:
+    """Bytes of the tensors' elements."""
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def measure_step(step: "Step", seed: int) -> Dict[str, float]:
+    """FLOPs of one training step and the peak tensor memory (MB) of the next.
+
+    The first step counts FLOPs, creates AdamW's state (the steps are fresh) and
+    leaves what a step leaves behind; the gradients are then freed and the seed
+    reset, so every variant's measured step draws the same masks. Returns
+    ``gflop_step``, ``static_mb`` (parameters, buffers, batch), ``adamw_state_mb``,
+    ``retained_mb`` (other tensors the previous step left live, e.g. ESPnet's
+    attention keeps its last weights in ``self.attn``), ``step_peak_tensor_mb``
+    (the peak above all of these) and ``peak_tensor_mb`` (the sum: the peak a
+    GPU's ``max_memory_allocated`` would report).
+    """
+    counter = FlopCounterMode(display=False, custom_mapping=CPU_SDPA_FLOPS)
+
+    def first_step() -> None:
+        with counter:
+            step()  # ends with the gradients freed
+        torch.manual_seed(seed)
+
+    live, peak = tensor_memory(first_step, step)
+    model = step.model
+    static = tensor_bytes([*model.parameters(), *model.buffers(), step.speech])
     state = [t for s in step.optimizer.state.values() for t in s.values()]
-    static = sum(t.numel() * t.element_size() for t in (*params(step), *state))
+    state_bytes = tensor_bytes([t for t in state if torch.is_tensor(t)])
     return {
-        "step_peak_tensor_mb": peak / 2**20,
-        "static_mb": static / 2**20,
-        "peak_tensor_mb": (static + peak) / 2**20,
         "gflop_step": counter.get_total_flops() / 1e9,
+        "static_mb": static / MB,
+        "adamw_state_mb": state_bytes / MB,
+        "retained_mb": (live - state_bytes) / MB,
+        "step_peak_tensor_mb": peak / MB,
+        "peak_tensor_mb": (static + live + peak) / MB,
     }
 
 
-def params(step: OursStep) -> List[torch.Tensor]:
-    """The model's parameters (their gradients are counted in the step's peak)."""
-    return list(step.model.parameters())
+# ---------------------------------------------------------------- steps
+class Step(OursStep):
+    """``OursStep`` that frees the gradients after its update, as ESPnet's trainer."""
+
+    def __call__(self, update: bool = True) -> Dict:
+        out = super().__call__(update)
+        self.optimizer.zero_grad(set_to_none=True)
+        return out
+
+
+def make_steps(
+    models: Dict[str, torch.nn.Module], conf: Dict, crop: float, args
+) -> List[Step]:
+    """One training step per variant (fresh AdamW) on one seeded batch of ``crop`` s."""
+    generator = torch.Generator().manual_seed(args.seed)
+    num_samples = int(crop * SAMPLE_RATE)
+    speech = 0.1 * torch.randn(args.batch_size, num_samples, generator=generator)
+    steps = []
+    for name, model in models.items():
+        step = Step(model, speech, conf)  # speech: (B, S), no padding
+        step.name = name
+        steps.append(step)
+    return steps
 
 
 def summarise(records: List[Dict], audio_seconds: float) -> Dict:
-    """Median time, throughput and RSS growth of one variant's timed steps."""
+    """Median time, throughput, CPU share and RSS growth of one variant's steps."""
     times = [r["step_s"] for r in records]
     median = statistics.median(times)
+    cpu_share = statistics.median(r["cpu_share"] for r in records)
+    rss_growth = None
+    if "peak_rss_mb" in records[0]:
+        growths = [r["peak_rss_mb"] - r["rss_start_mb"] for r in records]
+        rss_growth = statistics.median(growths)
     return {
         "step_s_median": median,
         "step_s_all": [round(t, 3) for t in times],
         "audio_s_per_s": audio_seconds / median,
-        "cpu_share_median": statistics.median(r["cpu_share"] for r in records),
-        "step_rss_growth_mb_median": (
-            statistics.median(r["peak_rss_mb"] - r["rss_start_mb"] for r in records)
-            if "peak_rss_mb" in records[0]
-            else None
-        ),
+        "cpu_share_median": cpu_share,
+        "contended": cpu_share < CONTENDED_CPU_SHARE,
+        "step_rss_growth_mb_median": rss_growth,
     }
 
 
-def run_crop(
+def time_crop(
     models: Dict[str, torch.nn.Module], conf: Dict, crop: float, args
 ) -> Dict[str, Dict]:
-    """All variants at one crop length: ``{variant: result}``."""
-    generator = torch.Generator().manual_seed(args.seed)
-    samples = int(crop * SAMPLE_RATE)
-    speech = 0.1 * torch.randn(args.batch_size, samples, generator=generator)
-    steps = []
-    for name, model in models.items():
-        step = OursStep(model, speech, conf)
-        step.name = name
-        steps.append(step)
+    """Timed steps of all variants at one crop length: ``{variant: result}``."""
+    steps = make_steps(models, conf, crop, args)
     records = alternate(steps, args.warmup, args.repeats)
-    # after the warm-up: AdamW's state exists, as in a long run
-    memory = {step.name: live_tensor_peak_mb(step) for step in steps}
     results = {}
     for step in steps:
         results[step.name] = {
             "bench": "summary_mixing_step",
             "variant": step.name,
+            "size": args.size,
             "crop_s": crop,
             "batch_size": args.batch_size,
+            "frames": cnn_frames(conf, step.speech.size(1)),
             "params_m": step.num_params / 1e6,
             **summarise(records[step.name], crop * args.batch_size),
-            **memory[step.name],
+            "loadavg_after": loadavg(),
         }
-        results[step.name]["contended"] = (
-            results[step.name]["cpu_share_median"] < CONTENDED_CPU_SHARE
-        )
-        print(json.dumps(results[step.name]), flush=True)
+        logging.info(f"timed: {json.dumps(results[step.name])}")
+    return results
+
+
+def measure_crop(
+    models: Dict[str, torch.nn.Module], conf: Dict, crop: float, args
+) -> Dict[str, Dict]:
+    """FLOPs and peak memory of all variants at one crop, untimed (``measure_step``)."""
+    results = {}
+    for step in make_steps(models, conf, crop, args):
+        results[step.name] = measure_step(step, args.seed)
+        logging.info(f"measured {step.name} at {crop:g} s: {results[step.name]}")
     return results
 
 
@@ -226,7 +391,7 @@ def run_crop(
 def ratios(results: Dict[float, Dict[str, Dict]], key: str, reference: str) -> Dict:
     """``{crop: {variant: value / reference's value}}`` for result field ``key``."""
     return {
-        crop: {
+        f"{crop:g}": {
             name: r[key] / by_variant[reference][key]
             for name, r in by_variant.items()
             if name != reference
@@ -235,71 +400,94 @@ def ratios(results: Dict[float, Dict[str, Dict]], key: str, reference: str) -> D
     }
 
 
+def all_ratios(results: Dict[float, Dict[str, Dict]], reference: str) -> Dict:
+    """Time, memory and FLOP ratios of every variant against ``reference``."""
+    keys = {
+        "time": "step_s_median",
+        "step_peak_memory": "step_peak_tensor_mb",
+        "peak_memory_with_static": "peak_tensor_mb",
+        "rss_growth": "step_rss_growth_mb_median",
+        "flops": "gflop_step",
+    }
+    if results[next(iter(results))][reference]["step_rss_growth_mb_median"] is None:
+        del keys["rss_growth"]  # clear_refs denied: no RSS peaks
+    return {name: ratios(results, key, reference) for name, key in keys.items()}
+
+
 def growth(results: Dict[float, Dict[str, Dict]]) -> Dict[str, Dict[str, float]]:
     """Per variant: step time ratio between successive crops (linear = crop ratio)."""
     crops = sorted(results)
-    out = {}
-    for name in results[crops[0]]:
-        out[name] = {
+    return {
+        name: {
             f"{b:g}s/{a:g}s": results[b][name]["step_s_median"]
             / results[a][name]["step_s_median"]
             for a, b in zip(crops, crops[1:])
         }
-    return out
+        for name in results[crops[0]]
+    }
 
 
 def linear_fit(results: Dict[float, Dict[str, Dict]]) -> Dict[str, Dict[str, float]]:
     """Least-squares time = a + b * crop per variant, and the worst relative error."""
     crops = np.array(sorted(results))
     out = {}
+    if len(crops) < 2:
+        return out
     for name in results[crops[0]]:
         times = np.array([results[c][name]["step_s_median"] for c in crops])
         slope, intercept = np.polyfit(crops, times, 1)
         residual = np.abs(times - (intercept + slope * crops)) / times
         out[name] = {
-            "s_per_audio_s": float(slope),
+            "s_per_crop_s": float(slope),
             "intercept_s": float(intercept),
             "max_relative_residual": float(residual.max()),
         }
     return out
 
 
-def target(time_ratio: Dict, memory_ratio: Dict) -> Dict:
-    """The issue's target at 16 s against the same block with self-attention."""
-    if TARGET_CROP not in time_ratio:
+def target(results: Dict[float, Dict[str, Dict]]) -> Dict:
+    """The issue's target at 16 s, SummaryMixing against the block with attention."""
+    if TARGET_CROP not in results:
         return {"checked": False}
-    time = time_ratio[TARGET_CROP]["summary_mixing"]
-    memory = memory_ratio[TARGET_CROP]["summary_mixing"]
+    ours = results[TARGET_CROP][TARGET_VARIANT]
+    reference = results[TARGET_CROP][TARGET_REFERENCE]
+    time = ours["step_s_median"] / reference["step_s_median"]
+    memory = ours["step_peak_tensor_mb"] / reference["step_peak_tensor_mb"]
+    with_static = ours["peak_tensor_mb"] / reference["peak_tensor_mb"]
     return {
         "checked": True,
         "crop_s": TARGET_CROP,
+        "reference": TARGET_REFERENCE,
         "time_ratio": time,
-        "memory_ratio": memory,
+        "step_peak_memory_ratio": memory,
+        "peak_memory_with_static_ratio": with_static,
         "time_met": time <= TARGET_TIME,
         "memory_met": memory <= TARGET_MEMORY,
+        "memory_with_static_met": with_static <= TARGET_MEMORY,
     }
 
 
 def summarise_all(results: Dict[float, Dict[str, Dict]], args) -> Dict:
-    time_ratio = ratios(results, "step_s_median", REFERENCE)
-    memory_ratio = ratios(results, "peak_tensor_mb", REFERENCE)
-    step_memory_ratio = ratios(results, "step_peak_tensor_mb", REFERENCE)
+    """The summary line: ratios per crop, growth, target, contention, environment."""
     return {
         "bench": "summary_mixing_step",
         "summary": True,
         "size": args.size,
-        "reference": REFERENCE,
-        "time_ratio_vs_self_attention": time_ratio,
-        "peak_tensor_ratio_vs_self_attention": memory_ratio,
-        "step_peak_tensor_ratio_vs_self_attention": step_memory_ratio,
-        "flop_ratio_vs_self_attention": ratios(results, "gflop_step", REFERENCE),
+        "batch": f"{args.batch_size} x crop s random audio, no padding",
+        "ratios_vs": {
+            ref: all_ratios(results, ref) for ref in REFERENCES if ref in args.variants
+        },
         "time_growth": growth(results),
         "linear_fit": linear_fit(results),
-        "target_16s": target(time_ratio, memory_ratio),
+        "target_16s": target(results),
         "contended": any(r["contended"] for m in results.values() for r in m.values()),
-        "batch": f"{args.batch_size} x crop s random audio, no padding",
+        "cpu_share_min": min(
+            r["cpu_share_median"] for m in results.values() for r in m.values()
+        ),
+        "layer_drop_rate": 0.0,
         "warmup": args.warmup,
         "repeats": args.repeats,
+        "denormals": args.denormals,
         **environment(),
     }
 
@@ -311,36 +499,68 @@ def get_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--size", default="base", choices=["base", "small"])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
-    parser.add_argument("--crops", nargs="+", type=float, default=[2, 4, 8, 16, 32])
-    parser.add_argument("--batch_size", type=int, default=1)
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(VARIANTS),
+        choices=[*VARIANTS, "summary_mixing_lite"],
+    )
+    parser.add_argument(
+        "--crops", nargs="+", type=float, default=[2, 4, 8, 16, 32], help="seconds"
+    )
+    parser.add_argument("--batch_size", type=int, default=2, help="utterances")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=1, help="steps per variant")
     parser.add_argument("--repeats", type=int, default=5, help="timed steps each")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="models and audio")
+    parser.add_argument(
+        "--denormals",
+        default="flush",
+        choices=["flush", "keep"],
+        help="flush: torch.set_flush_denormal(True) (see the module docstring)",
+    )
     parser.add_argument(
         "--output", default=str(REPO_ROOT / "bench/results/summary_mixing_step.json")
     )
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> None:
-    args = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    logging.info(f"arguments: {vars(args)}")
-    if REFERENCE not in args.variants or "summary_mixing" not in args.variants:
-        raise SystemExit(f"--variants must include summary_mixing and {REFERENCE}")
-    torch.set_num_threads(args.threads)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    load_start = loadavg()
-    conf = load_config(args.size)
+def build_models(conf: Dict, args) -> Dict[str, torch.nn.Module]:
+    """``{variant: ESPnetSSLModel}`` built by SSLTask, each from the same seed."""
     models = {}
     for name in args.variants:
         torch.manual_seed(args.seed)
         models[name] = build_ours(variant_config(conf, name))
-    results = {crop: run_crop(models, conf, crop, args) for crop in args.crops}
+    return models
+
+
+def run(args) -> Tuple[Dict[float, Dict[str, Dict]], Dict]:
+    """Times every crop, then measures FLOPs and memory: ``(results, memory check)``."""
+    memory_check = check_memory_measure()
+    conf = load_config(args.size)
+    models = build_models(conf, args)
+    results = {crop: time_crop(models, conf, crop, args) for crop in args.crops}
+    for crop in args.crops:  # after all timings: profiling disturbs the allocator
+        for name, measured in measure_crop(models, conf, crop, args).items():
+            results[crop][name].update(measured)
+            print(json.dumps(results[crop][name]), flush=True)
+    return results, memory_check
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.info(f"arguments: {vars(args)}")
+    if TARGET_VARIANT not in args.variants or TARGET_REFERENCE not in args.variants:
+        raise SystemExit(f"--variants must include {TARGET_VARIANT, TARGET_REFERENCE}")
+    torch.set_num_threads(args.threads)
+    if not torch.set_flush_denormal(args.denormals == "flush"):
+        raise SystemExit("this CPU cannot flush denormals: use --denormals keep")
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    load_start = loadavg()
+    results, memory_check = run(args)
     summary = summarise_all(results, args)
-    summary["loadavg_start"] = load_start
+    summary.update(loadavg_start=load_start, memory_check=memory_check)
     print(json.dumps(summary), flush=True)
     if summary["contended"]:
         logging.warning(
