@@ -96,6 +96,8 @@ from bench_wav2vec2_step import (
 from torch.profiler import ProfilerActivity, profile, record_function
 from torch.utils.flop_counter import FlopCounterMode
 
+from espnet2.ssl.targets.frames import cnn_frame_count
+
 SM_YAML = (
     "egs2/librispeech/ssl1/conf/tuning/train_ssl_wav2vec2_summary_mixing_base.yaml"
 )
@@ -176,14 +178,6 @@ def variant_config(conf: Dict, variant: str) -> Dict:
     else:
         raise ValueError(f"unknown variant {variant!r}")
     return conf
-
-
-def cnn_frames(conf: Dict, num_samples: int) -> int:
-    """Frames out of the wav2vec 2.0 CNN for ``num_samples`` samples (no padding)."""
-    frames = num_samples
-    for _, kernel, stride in conf["frontend_conf"]["shapes"]:
-        frames = (frames - kernel) // stride + 1
-    return frames
 
 
 # ---------------------------------------------------------------- memory
@@ -367,7 +361,9 @@ def time_crop(
             "size": args.size,
             "crop_s": crop,
             "batch_size": args.batch_size,
-            "frames": cnn_frames(conf, step.speech.size(1)),
+            "frames": cnn_frame_count(
+                step.speech.size(1), conf["frontend_conf"]["shapes"]
+            ),
             "params_m": step.num_params / 1e6,
             **summarise(records[step.name], crop * args.batch_size),
             "loadavg_after": loadavg(),
