@@ -48,6 +48,13 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--sample_rate", type=int, default=16000, help="Sample rate of the audio."
     )
+    parser.add_argument(
+        "--max_hours",
+        type=float_or_none,
+        default=None,
+        help="Keep a seeded random subset of at most this many hours ('none': all).",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="Seed of that subset.")
     add_log_level_argument(parser)
     return parser
 
@@ -58,7 +65,13 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
     start_tool_logging(TOOL, args, args.log_level)
     try:
         filter_data_dir(
-            args.src, args.dst, args.min_seconds, args.max_seconds, args.sample_rate
+            args.src,
+            args.dst,
+            args.min_seconds,
+            args.max_seconds,
+            args.sample_rate,
+            args.max_hours,
+            args.seed,
         )
     except DataDirError as err:
         exit_with_error(TOOL, str(err))

@@ -11,6 +11,7 @@ shape files.
 """
 
 import logging
+import random
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,12 +137,40 @@ def _write_dir(
     )
 
 
+def _subset_by_hours(
+    report: FilterReport, samples: Dict[str, int], fs: int, max_hours: float, seed: int
+) -> None:
+    """Keeps a seeded random subset of at most ``max_hours``; lists the rest as removed.
+
+    The subset is the longest prefix of a seeded random order (``random.Random(seed)``)
+    that fits in the budget, so subsets are nested: with the same seed a larger
+    budget keeps a superset (1 h within 10 h, as Libri-light's splits).
+    """
+    order = list(report.kept)
+    random.Random(seed).shuffle(order)
+    budget, chosen = max_hours * 3600, set()
+    for utt in order:
+        seconds = samples[utt] / fs
+        if seconds > budget:
+            break
+        chosen.add(utt)
+        budget -= seconds
+    why = f"beyond max_hours={max_hours} (seeded subset, seed {seed})"
+    report.removed += [
+        (u, samples[u] / fs, why) for u in report.kept if u not in chosen
+    ]
+    report.kept = [u for u in report.kept if u in chosen]
+    report.kept_seconds = sum(samples[u] for u in report.kept) / fs
+
+
 def filter_data_dir(
     src: PathLike,
     dst: PathLike,
     min_seconds: float = 0.1,
     max_seconds: Optional[float] = 20.0,
     sample_rate: int = 16000,
+    max_hours: Optional[float] = None,
+    seed: int = 0,
 ) -> FilterReport:
     """Copy the data dir ``src`` to ``dst`` without too short or too long utterances.
 
@@ -158,6 +187,9 @@ def filter_data_dir(
             CNN needs at least 400 samples (0.025 s at 16 kHz).
         max_seconds: Longest kept utterance in seconds (inclusive), or None.
         sample_rate: The sample rate every file must have, in Hz.
+        max_hours: Keep a seeded random subset of at most this many hours of the
+            utterances within the duration range (data-size studies); None: all.
+        seed: Seed of that subset.
 
     Returns:
         The report of kept and removed utterances.
@@ -181,11 +213,15 @@ def filter_data_dir(
         else:
             report.kept.append(entry.id)
             report.kept_seconds += seconds
+    if max_hours is not None:
+        _subset_by_hours(report, samples, sample_rate, max_hours, seed)
     if not report.kept:
         raise DataDirError(
             scp,
-            f"no utterance lasts between {min_seconds} and {max_seconds} s",
-            "check the corpus, or widen --min_wav_duration/--max_wav_duration.",
+            f"no utterance lasts between {min_seconds} and {max_seconds} s"
+            + (f" and fits in max_hours={max_hours}" if max_hours is not None else ""),
+            "check the corpus, or widen --min_wav_duration/--max_wav_duration"
+            + (" or --train_hours." if max_hours is not None else "."),
         )
     tmp = dst.with_name(dst.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -13,7 +13,9 @@ Every constructor argument and method of ESPnet's ``ESPnetSSLModel`` keeps worki
 * ``num_updates`` counts optimizer updates, not forward passes: the SSL task hooks
   the optimizer, so schedules (Gumbel temperature) are right under ``accum_grad`` and
   skipped steps, and the count is saved in checkpoints;
-* validation masks are deterministic: each utterance's mask is seeded from its audio.
+* validation masks are deterministic: each utterance's mask is seeded from its audio;
+* ``seen_audio`` counts the audio trained on (all ranks, saved in checkpoints) and the
+  training stats report ``seen_hours``, ``batch_seconds`` and ``update_seconds``.
 
 References: wav2vec 2.0 (Baevski et al., 2020, arXiv:2006.11477); fairseq
 ``fairseq/models/wav2vec/wav2vec2.py`` @ 3d262bb2 (``Wav2Vec2Model.forward``).
@@ -34,6 +36,7 @@ from espnet2.asr.specaug.abs_specaug import AbsSpecAug
 from espnet2.layers.abs_normalize import AbsNormalize
 from espnet2.ssl.loss.abs_loss import AbsSSLLoss
 from espnet2.ssl.utils.grad_multiply import scale_grad
+from espnet2.ssl.utils.seen_audio import SeenAudio
 from espnet2.torch_utils.device_funcs import force_gatherable
 from espnet2.train.abs_espnet_model import AbsESPnetModel
 
@@ -92,6 +95,7 @@ class ESPnetSSLModel(AbsESPnetModel):
         feature_grad_mult: float = 1.0,
         feature_layer_norm: bool = False,
         input_dropout: float = 0.0,
+        sample_rate: int = 16000,
         **kwargs,
     ):
         """Builds the model from modules made by ``SSLTask.build_model``.
@@ -117,6 +121,8 @@ class ESPnetSSLModel(AbsESPnetModel):
             input_dropout: Dropout on the preencoder output, before masking. fairseq
                 ``dropout_input``; BASE = 0.1 (ESPnet's preencoder dropout acts on
                 its input instead).
+            sample_rate: Audio samples per second, for the seen-audio statistics
+                (set by the task from ``frontend_conf.fs``).
             **kwargs: Ignored (ESPnet passes e.g. ``vocab_size``).
         """
         super().__init__()
@@ -142,6 +148,7 @@ class ESPnetSSLModel(AbsESPnetModel):
         # optimizer updates, counted by a hook that SSLTask.build_optimizers installs
         self.register_buffer("num_updates", torch.tensor([0]))
         self.update_hook_installed = False
+        self.seen_audio = SeenAudio(sample_rate)
 
     def count_optimizer_updates(self, optimizer: torch.optim.Optimizer) -> None:
         """Makes ``optimizer`` count its updates in ``num_updates`` (a post-step hook).
@@ -149,8 +156,12 @@ class ESPnetSSLModel(AbsESPnetModel):
         Called by ``SSLTask.build_optimizers``. Only real steps are counted: not the
         micro-batches of ``accum_grad``, nor steps skipped for non-finite gradients.
         """
-        optimizer.register_step_post_hook(lambda *_: self.num_updates.add_(1))
+        optimizer.register_step_post_hook(lambda *_: self._count_update())
         self.update_hook_installed = True
+
+    def _count_update(self) -> None:
+        self.num_updates.add_(1)
+        self.seen_audio.close_update()
 
     def _step_schedules(self) -> None:
         """Sets every loss/util schedule (e.g. Gumbel temperature) to the update count.
@@ -213,6 +224,7 @@ class ESPnetSSLModel(AbsESPnetModel):
         self._step_schedules()
         if self.training:
             total_loss, stats = self._losses(speech, speech_lengths, text, text_lengths)
+            stats.update(self._seen_audio_stats(speech_lengths))
         else:  # deterministic: same masks and negatives in every validation epoch
             seeds = utterance_seeds(speech, speech_lengths)
             with _seeded_rng(sum(seeds) % (2**31), speech.device):
@@ -227,6 +239,15 @@ class ESPnetSSLModel(AbsESPnetModel):
         if self.training:
             self.global_step = self.global_step + 1
         return total_loss, stats, weight
+
+    def _seen_audio_stats(self, speech_lengths: torch.Tensor) -> Dict[str, float]:
+        """Counts a training batch: its seconds (all ranks), last update's, hours."""
+        samples = self.seen_audio.add(speech_lengths)
+        return dict(
+            batch_seconds=samples / self.seen_audio.sample_rate,
+            update_seconds=self.seen_audio.update_seconds(),
+            seen_hours=self.seen_audio.seen_hours(),
+        )
 
     def _losses(
         self,

@@ -5,9 +5,9 @@ Both directions are exact: parameters are copied bitwise under a fixed key mappi
 translated field by field. A config that Hugging Face (HF) cannot express is refused
 with a ``ValueError`` naming the option and the reason. ESPnet values that HF has no
 field for (e.g. ``feature_penalty_weight``, the Gumbel temperature schedule) and our
-buffers ``global_step`` / ``num_updates`` travel in the HF config attribute
-``espnet_ssl``, so that ours -> HF -> ours restores the same config and a bitwise
-identical state dict.
+buffers (``global_step``, ``num_updates``, ``seen_audio.*``) travel in the HF config
+attribute ``espnet_ssl``, so that ours -> HF -> ours restores the same config and a
+bitwise identical state dict.
 
 The state dict keys and their correspondence are in
 :mod:`espnet2.ssl.hf_wav2vec2_keys`; this module translates the configs and

@@ -3,8 +3,8 @@
 The key mapping used by :mod:`espnet2.ssl.hf_wav2vec2`: every parameter is renamed
 under a fixed rule (an unknown or missing key is an error, never skipped). Legacy
 ``weight_g`` / ``weight_v`` weight-norm names are accepted. Our buffers
-``global_step`` / ``num_updates`` have no place in Hugging Face's (HF) state dict and
-travel in the HF config attribute ``espnet_ssl``.
+``global_step`` / ``num_updates`` and the ``seen_audio`` counters have no place in
+Hugging Face's (HF) state dict and travel in the HF config attribute ``espnet_ssl``.
 
 Correspondence of the state dict keys (ours -> HF ``Wav2Vec2ForPreTraining``)::
 
@@ -33,7 +33,14 @@ import torch
 from transformers import Wav2Vec2Config
 
 EXTRAS_ATTRIBUTE = "espnet_ssl"  # HF config attribute holding ESPnet-only values
-ESPNET_BUFFERS = ("global_step", "num_updates")  # no place in HF's state dict
+# no place in HF's state dict: carried by the HF config
+ESPNET_BUFFERS = (
+    "global_step",
+    "num_updates",
+    "seen_audio.seen_samples",
+    "seen_audio.pending_samples",
+    "seen_audio.last_update_samples",
+)
 PARAMS = ("weight", "bias")
 
 # (ESPnet Wav2Vec2TransformerEncoder key, HF Wav2Vec2Encoder key) templates;

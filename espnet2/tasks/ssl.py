@@ -12,13 +12,19 @@ module-level name, option and default of ESPnet's version keeps working; added:
   validation masks);
 * ``build_optimizers`` hooks the optimizer so the model counts optimizer updates;
 * the collate window/shift follow ``frontend_conf.shapes`` of the CNN frontend;
-* ``--speech_volume_normalize`` reaches the preprocessor (ESPnet passed ``rir_scp``).
+* ``--speech_volume_normalize`` reaches the preprocessor (ESPnet passed ``rir_scp``);
+* ``collate_fn_conf.crop_seconds``: fixed-length crops (``espnet2/ssl/collate.py``);
+* ``--batch_seconds`` (+ ``--max_device_batch_seconds``) sets ``batch_type``,
+  ``batch_bins``/``batch_size`` and ``accum_grad`` (``espnet2/ssl/budget.py``), and
+  ``--lr_scaling`` scales ``optim_conf.lr`` from ``--lr_reference_batch_seconds``;
+* the trainer is ``SSLTrainer`` (``--max_seen_hours``, ``espnet2/ssl/trainer.py``).
 
 Usage: ``python -m espnet2.bin.ssl_train --config <train_ssl_*.yaml> ...``
 """
 
 import argparse
 import logging
+import sys
 from typing import Callable, Collection, Dict, List, Optional, Sequence, Tuple
 
 import humanfriendly
@@ -42,19 +48,27 @@ from espnet2.asr.specaug.specaug import SpecAug
 from espnet2.layers.abs_normalize import AbsNormalize
 from espnet2.layers.global_mvn import GlobalMVN
 from espnet2.layers.utterance_mvn import UtteranceMVN
+from espnet2.ssl.budget import (
+    LR_SCALING_RULES,
+    REFERENCE_BATCH_SECONDS,
+    BatchPlan,
+    plan_batch,
+    scale_lr,
+)
+from espnet2.ssl.collate import SSLCollateFn
 from espnet2.ssl.espnet_model import ESPnetSSLModel
 from espnet2.ssl.loss.abs_loss import AbsSSLLoss
 from espnet2.ssl.loss.hubert import HuBERTLoss
 from espnet2.ssl.loss.wav2vec2 import Wav2Vec2Loss
+from espnet2.ssl.trainer import SSLTrainer
 from espnet2.ssl.utils.span_mask import SpanMasking
 from espnet2.tasks.abs_task import AbsTask
 from espnet2.text.phoneme_tokenizer import g2p_choices
 from espnet2.torch_utils.initialize import initialize
 from espnet2.train.abs_espnet_model import AbsESPnetModel
 from espnet2.train.class_choices import ClassChoices
-from espnet2.train.collate_fn import HuBERTCollateFn
+from espnet2.train.distributed_utils import get_world_size
 from espnet2.train.preprocessor import CommonPreprocessor
-from espnet2.train.trainer import Trainer
 from espnet2.utils.nested_dict_action import NestedDictAction
 from espnet2.utils.types import float_or_none, int_or_none, str2bool, str_or_none
 
@@ -174,7 +188,7 @@ class SSLTask(AbsTask):
         encoder_choices,
         model_choices,
     ]
-    trainer = Trainer
+    trainer = SSLTrainer
 
     @classmethod
     def add_task_arguments(cls, parser: argparse.ArgumentParser):
@@ -221,6 +235,7 @@ class SSLTask(AbsTask):
             help="Unused; the loss conf's num_classes counts",
         )
         cls._add_preprocess_arguments(parser)
+        cls._add_budget_arguments(parser)
         group.add_argument(
             "--loss",
             action=NestedDictAction,
@@ -235,6 +250,37 @@ class SSLTask(AbsTask):
         )
         for class_choices in cls.class_choices_list:
             class_choices.add_arguments(group)
+
+    @classmethod
+    def _add_budget_arguments(cls, parser: argparse.ArgumentParser):
+        group = parser.add_argument_group(description="Batch in seconds of audio")
+        group.add_argument(
+            "--batch_seconds",
+            type=float_or_none,
+            default=None,
+            help="Audio per optimizer update (s, all GPUs); sets batch_type, "
+            "batch_bins or batch_size, and accum_grad. null: use those as given",
+        )
+        group.add_argument(
+            "--max_device_batch_seconds",
+            type=float_or_none,
+            default=None,
+            help="Most audio (s) one GPU holds in a micro-batch; more needs "
+            "accum_grad. null: no limit",
+        )
+        group.add_argument(
+            "--lr_scaling",
+            type=str,
+            default="none",
+            choices=LR_SCALING_RULES,
+            help="Scale optim_conf.lr from the reference batch to --batch_seconds",
+        )
+        group.add_argument(
+            "--lr_reference_batch_seconds",
+            type=float,
+            default=REFERENCE_BATCH_SECONDS,
+            help="The batch (s) optim_conf.lr was tuned for",
+        )
 
     @classmethod
     def _add_preprocess_arguments(cls, parser: argparse.ArgumentParser):
@@ -266,8 +312,8 @@ class SSLTask(AbsTask):
             parser.add_argument(name, type=int, default=None, help="Unused (ESPnet)")
 
     @classmethod
-    def _collate_window(cls, args: argparse.Namespace) -> Tuple[float, float]:
-        """Frame window and shift in milliseconds for label cropping."""
+    def _frame_geometry(cls, args: argparse.Namespace) -> Tuple[int, int, int]:
+        """Sample rate (Hz), frame receptive field and stride (samples)."""
         fs = args.frontend_conf.get("fs", 16000)
         if isinstance(fs, str):
             fs = humanfriendly.parse_size(fs)
@@ -276,7 +322,7 @@ class SSLTask(AbsTask):
         else:
             shapes = args.frontend_conf.get("shapes", _DEFAULT_CNN_SHAPES)
         field, stride = receptive_field(shapes)
-        return field / (fs / 1000), stride / (fs / 1000)
+        return int(fs), field, stride
 
     @classmethod
     @typechecked
@@ -284,21 +330,31 @@ class SSLTask(AbsTask):
         [Collection[Tuple[str, Dict[str, np.ndarray]]]],
         Tuple[List[str], Dict[str, torch.Tensor]],
     ]:
-        """ESPnet's HuBERT collate (crops audio and frame labels in step)."""
-        fs = args.frontend_conf.get("fs", 16000)
-        if isinstance(fs, str):
-            fs = humanfriendly.parse_size(fs)
-        window_size, window_shift = cls._collate_window(args)
-        conf = {k: args.collate_fn_conf.get(k, v) for k, v in _COLLATE_DEFAULTS.items()}
-        return HuBERTCollateFn(
+        """ESPnet's HuBERT collate plus ``crop_seconds`` (``espnet2/ssl/collate.py``).
+
+        ``collate_fn_conf`` keys: ``crop_seconds`` [null: crop training batches to
+        their shortest utterance, as ESPnet], ``short_utterances`` [pad|drop], and
+        ESPnet's (``label_downsampling``, ``pad``, ``rand_crop``, ...).
+        """
+        fs, field, stride = cls._frame_geometry(args)
+        user = dict(args.collate_fn_conf)
+        conf = {k: user.pop(k, v) for k, v in _COLLATE_DEFAULTS.items()}
+        crop_audio = user.pop("crop_audio", True) and not args.collect_stats
+        crop_seconds = user.pop("crop_seconds", None) if crop_audio else None
+        user.pop("crop_seconds", None)
+        return SSLCollateFn(
+            crop_seconds=crop_seconds,
+            short_utterances=user.pop("short_utterances", "pad"),
+            frame_field=field,
+            frame_stride=stride,
+            sample_rate=fs,
             float_pad_value=0.0,
-            crop_audio=not args.collect_stats
-            and args.collate_fn_conf.get("crop_audio", True),
-            window_size=args.collate_fn_conf.get("window_size", window_size),
-            window_shift=args.collate_fn_conf.get("window_shift", window_shift),
-            sample_rate=fs / 1000,
+            crop_audio=crop_audio,
+            window_size=user.pop("window_size", field / (fs / 1000)),
+            window_shift=user.pop("window_shift", stride / (fs / 1000)),
             train=train,
             **conf,
+            **user,
         )
 
     @classmethod
@@ -349,10 +405,65 @@ class SSLTask(AbsTask):
         non-finite gradient (by ESPnet's trainer or the AMP grad scaler) and the
         micro-batches of ``accum_grad`` are not counted.
         """
-        optimizers = super().build_optimizers(args, model)
+        optimizers = super().build_optimizers(cls._scaled_lr_args(args), model)
         if hasattr(model, "count_optimizer_updates"):
             model.count_optimizer_updates(optimizers[0])
         return optimizers
+
+    @classmethod
+    def _scaled_lr_args(cls, args: argparse.Namespace) -> argparse.Namespace:
+        """``args`` with ``optim_conf.lr`` scaled by ``--lr_scaling`` (a copy)."""
+        if getattr(args, "lr_scaling", "none") == "none":
+            return args
+        if args.batch_seconds is None:
+            raise ValueError(f"--lr_scaling {args.lr_scaling} needs --batch_seconds")
+        reference_lr = args.optim_conf.get("lr", 1e-3)
+        lr = scale_lr(
+            reference_lr,
+            args.batch_seconds,
+            args.lr_reference_batch_seconds,
+            args.lr_scaling,
+        )
+        logging.info(
+            f"lr {reference_lr:g} at {args.lr_reference_batch_seconds:g} s -> {lr:g} "
+            f"at {args.batch_seconds:g} s ({args.lr_scaling} scaling)"
+        )
+        return argparse.Namespace(
+            **{**vars(args), "optim_conf": {**args.optim_conf, "lr": lr}}
+        )
+
+    @classmethod
+    def apply_batch_seconds(
+        cls, args: argparse.Namespace, num_devices: int
+    ) -> Optional[BatchPlan]:
+        """Sets ESPnet's batch options and ``accum_grad`` from ``--batch_seconds``."""
+        if getattr(args, "batch_seconds", None) is None:
+            return None
+        plan = plan_batch(
+            args.batch_seconds,
+            num_devices,
+            args.max_device_batch_seconds,
+            cls._frame_geometry(args)[0],
+            args.collate_fn_conf.get("crop_seconds"),
+        )
+        args.batch_type, args.accum_grad = plan.batch_type, plan.accum_grad
+        if plan.batch_type == "numel":
+            args.batch_bins = plan.batch_bins
+        else:
+            args.batch_size = plan.batch_size
+        return plan
+
+    @classmethod
+    def main_worker(cls, args: argparse.Namespace):
+        """ESPnet's worker, after turning ``--batch_seconds`` into batch options."""
+        if args.distributed:
+            num_devices = get_world_size(args.dist_world_size, args.dist_launcher)
+        else:
+            num_devices = max(1, args.ngpu)
+        plan = cls.apply_batch_seconds(args, num_devices)
+        if plan is not None:  # logging is configured by ESPnet's worker, later
+            print(f"batch plan: {plan.as_dict()}", file=sys.stderr, flush=True)
+        super().main_worker(args)
 
     @classmethod
     def _read_token_list(cls, args: argparse.Namespace) -> List[str]:
@@ -427,6 +538,8 @@ class SSLTask(AbsTask):
         util_attributes, required_inputs, util_modules = cls._build_utils(
             args, losses, encoder
         )
+        model_conf = dict(args.model_conf)
+        model_conf.setdefault("sample_rate", cls._frame_geometry(args)[0])
         model = model_choices.get_class(args.model)(
             vocab_size=len(token_list),
             frontend=frontend,
@@ -439,7 +552,7 @@ class SSLTask(AbsTask):
             util_attributes=util_attributes,
             required_inputs=required_inputs,
             util_modules=util_modules,
-            **args.model_conf,
+            **model_conf,
         )
         if args.init is not None:
             initialize(model, args.init)

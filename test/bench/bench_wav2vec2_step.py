@@ -56,11 +56,9 @@ import numpy as np
 import torch
 import yaml
 from bench_env import cpu_flags, loadavg, read_status_kib, reset_peak_rss
-from torch.utils.flop_counter import (
-    FlopCounterMode,
-    sdpa_backward_flop_count,
-    sdpa_flop_count,
-)
+from torch.utils.flop_counter import FlopCounterMode
+
+from espnet2.ssl.flops import CPU_SDPA_FLOPS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BASE_YAML = "egs2/librispeech/ssl1/conf/tuning/train_ssl_wav2vec2_base.yaml"
@@ -73,7 +71,6 @@ SIZES = {
     "base": dict(channels=512, dim=768, heads=12, ffn=3072, blocks=12),
     "small": dict(channels=256, dim=256, heads=4, ffn=1024, blocks=8),
 }
-ATEN = torch.ops.aten
 
 
 # ---------------------------------------------------------------- environment
@@ -314,21 +311,6 @@ class HfStep(TrainStep):
 
 
 # ---------------------------------------------------------------- FLOPs
-def _cpu_flash_forward(q, k, v, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_flop_count(q, k, v)
-
-
-def _cpu_flash_backward(grad, q, k, v, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_backward_flop_count(grad, q, k, v)
-
-
-# torch's counter knows the CUDA SDPA kernels but not the CPU flash one
-CPU_SDPA_FLOPS = {
-    ATEN._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_forward,
-    ATEN._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_flash_backward,
-}
-
-
 def encoder_layer_flops(conf: Dict, frames: int) -> float:
     """Matmul FLOPs of one encoder block, forward + backward (3x forward).
 

@@ -10,13 +10,16 @@
 #   2. Duration filtering: ${dumpdir}/raw/<set> = data/<set> without the utterances
 #      shorter than ${min_wav_duration} s or longer than ${max_wav_duration} s (training
 #      sets only; test sets are kept whole), listed in ${dumpdir}/raw/<set>/filtered_utts.
+#      With --train_hours H, train_set is cut to a seeded random subset of H hours
+#      (nested: a larger H keeps a superset); use one --dumpdir per H.
 #   3. HuBERT targets (skipped when the objective needs no labels, e.g. wav2vec 2.0):
 #      ${target_type} features of the train and valid sets, faiss k-means with
 #      ${n_clusters} clusters on a seeded sample of train, one label per CNN frame:
 #      ${dumpdir}/targets/<tag>/{<set>/text,tokens.txt,kmeans/}.
 #   4. Pretraining: ESPnet's collect-stats, then espnet2.bin.ssl_train with
 #      ${ssl_config} (the objective, HuBERT or wav2vec 2.0, comes from its loss:) into
-#      ${expdir}/<ssl_tag>. An interrupted run resumes from its last checkpoint.
+#      ${expdir}/<ssl_tag>. An interrupted run resumes from its last checkpoint. Every
+#      statistic is then plotted against updates and hours seen (<exp>/images_budget).
 #   5. Further HuBERT iterations (--ssl_iterations N > 1): for i = 2..N, targets from
 #      layer ${next_target_layer} of iteration i-1's model (${next_n_clusters} clusters),
 #      then pretraining into ${expdir}/<ssl_tag>_iter<i>.
@@ -55,6 +58,8 @@ test_sets=""            # evaluation sets, space separated (optional)
 fs=16000                # sample rate of the audio in Hz
 min_wav_duration=0.1    # shortest training utterance in seconds (the CNN needs 0.025 s)
 max_wav_duration=20     # longest training utterance in seconds (memory)
+train_hours=""          # pretrain on a seeded subset of this many hours of train_set (empty: all)
+train_hours_seed=0      # seed of that subset (same seed: nested subsets)
 # Targets (HuBERT)
 target_type=mfcc        # features of the first iteration's k-means: mfcc, ssl or asr
 target_model=""         # ssl/asr targets: model file (.pth next to its config.yaml, or a packed .zip)
@@ -105,6 +110,8 @@ Options:
     --fs                  # sample rate of the audio in Hz (default="${fs}")
     --min_wav_duration    # shortest training utterance, s (default="${min_wav_duration}")
     --max_wav_duration    # longest training utterance, s (default="${max_wav_duration}")
+    --train_hours         # seeded subset of train_set, in hours; empty = all (default="${train_hours}")
+    --train_hours_seed    # seed of that subset (default="${train_hours_seed}")
     --target_type         # mfcc, ssl or asr features for the first k-means (default="${target_type}")
     --target_model        # ssl/asr targets: model .pth or packed .zip (default="${target_model}")
     --target_layer        # ssl/asr targets: encoder block, empty = final (default="${target_layer}")
@@ -273,6 +280,8 @@ pretrain() {
     train_or_fail ssl_train "${exp}" --config "${exp}/train_config.yaml" \
         --ngpu "${ngpu}" $(dist_options "${exp}") --resume true --token_type word \
         "${data_opts[@]}" --output_dir "${exp}" ${ssl_args}
+    log "pretraining: statistics against updates and hours seen in ${exp}/images_budget"
+    python -m espnet2.bin.ssl_plot_stats "${exp}"
     echo "${stamp}" > "${exp}/.done"
 }
 
@@ -542,6 +551,9 @@ if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
             range=(--min_seconds "${min_wav_duration}" --max_seconds "${max_wav_duration}")
         else
             range=(--min_seconds 0 --max_seconds none)  # test sets are scored whole
+        fi
+        if [ "${dset}" = "${train_set}" ] && [ -n "${train_hours}" ]; then
+            range+=(--max_hours "${train_hours}" --seed "${train_hours_seed}")
         fi
         stamp="${range[*]} fs=${fs} data=$(cat "data/.stage1.done" 2> /dev/null || true)"
         if is_done "${dumpdir}/raw/.${dset}.done" "${stamp}"; then

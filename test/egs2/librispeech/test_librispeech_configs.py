@@ -145,3 +145,58 @@ def test_asr_config_builds_a_ctc_model_on_a_packed_ssl_model(tmp_path):
         speech, torch.tensor([32000, 24000]), text, torch.tensor([3, 2])
     )
     assert torch.isfinite(loss) and stats["loss_ctc"] > 0
+
+
+# ---- architecture families (arXiv 2409.16295): BASE, small (3 blocks, BASE width),
+# slim (12 blocks, half width) for three context networks
+FAMILIES = {
+    "transformer": "train_ssl_wav2vec2_{}.yaml",
+    "summary_mixing": "train_ssl_wav2vec2_summary_mixing_{}.yaml",
+    "conformer": "train_ssl_wav2vec2_conformer_{}.yaml",
+}
+
+
+def family_config(family: str, size: str) -> Path:
+    if family == "transformer" and size != "base":
+        return CONF / f"train_ssl_wav2vec2_transformer_{size}.yaml"
+    return CONF / FAMILIES[family].format(size)
+
+
+@pytest.fixture(scope="module")
+def family_params():
+    from espnet2.ssl.planner import build_model_from_config, parameter_counts
+
+    counts = {}
+    for family in FAMILIES:
+        for size in ("base", "small", "slim"):
+            config = yaml.safe_load(family_config(family, size).read_text())
+            counts[family, size] = parameter_counts(build_model_from_config(config))
+    return counts
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_slim_is_deep_and_narrow_at_about_the_parameters_of_small(
+    family, family_params
+):
+    small, slim = family_params[family, "small"], family_params[family, "slim"]
+    base = family_params[family, "base"]
+    assert slim["encoder"] == pytest.approx(small["encoder"], rel=0.25)
+    assert slim["total"] == pytest.approx(small["total"], rel=0.15)
+    assert base["total"] > 2 * small["total"]
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("size", ["small", "slim"])
+def test_family_configs_differ_from_base_only_in_the_context_network(family, size):
+    base = yaml.safe_load(family_config(family, "base").read_text())
+    other = yaml.safe_load(family_config(family, size).read_text())
+    width = other["encoder_conf"]["output_size"]
+    assert other["preencoder_conf"] == {**base["preencoder_conf"], "output_size": width}
+    for key in set(base) | set(other):
+        if key not in ("encoder_conf", "preencoder_conf"):
+            assert other.get(key) == base.get(key), key
+    blocks = other["encoder_conf"]["num_blocks"]
+    assert (blocks, width) == (
+        {"small": 3, "slim": 12}[size],
+        {"small": 768, "slim": 384}[size],
+    )

@@ -148,3 +148,26 @@ def test_cli_writes_the_dir_and_reports_bad_input_without_a_traceback(tmp_path, 
     assert code.value.code == 1
     err = capsys.readouterr().err
     assert "filter_data_dir: error:" in err and "Traceback" not in err
+
+
+def test_max_hours_keeps_a_seeded_subset_within_the_budget_and_lists_the_rest(tmp_path):
+    src = make_dir(tmp_path)
+    budget_s = 3.0  # of 1.0 + 1.5 + 0.1 + 3.0 s within the range
+    report = filter_data_dir(
+        src, tmp_path / "sub", 0.1, None, FS, max_hours=budget_s / 3600, seed=1
+    )
+    assert 0 < report.kept_seconds <= budget_s
+    listed = (tmp_path / "sub" / FILTERED_LIST).read_text()
+    beyond = [u for u, _, why in report.removed if why.startswith("beyond max_hours")]
+    assert beyond and all(u in listed for u in beyond)
+    assert sorted(report.kept + [u for u, _, _ in report.removed]) == sorted(UTTS)
+    validate_data_dir(tmp_path / "sub", FS, check_audio=True, require_text=True)
+    again = filter_data_dir(
+        src, tmp_path / "again", 0.1, None, FS, max_hours=budget_s / 3600, seed=1
+    )
+    assert again.kept == report.kept
+    for hours in (4.0 / 3600, 1.0):  # nested subsets
+        larger = filter_data_dir(
+            src, tmp_path / f"h{hours}", 0.1, None, FS, max_hours=hours, seed=1
+        )
+        assert set(report.kept) <= set(larger.kept)

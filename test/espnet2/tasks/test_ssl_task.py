@@ -64,12 +64,35 @@ def test_receptive_field_of_the_wav2vec2_cnn_is_400_samples_with_stride_320():
     assert receptive_field(shapes) == (400, 320)
 
 
-def test_collate_window_follows_the_cnn_frontend_shapes():
-    args = argparse.Namespace(
-        frontend_conf={"fs": "16k", "shapes": [[8, 10, 5], [8, 3, 2]]}, encoder_conf={}
+def _collate_args(**collate_fn_conf) -> argparse.Namespace:
+    return argparse.Namespace(
+        frontend_conf={"fs": "16k", "shapes": [[8, 10, 5], [8, 3, 2]]},
+        encoder_conf={},
+        collate_fn_conf=collate_fn_conf,
+        collect_stats=False,
     )
-    window, shift = SSLTask._collate_window(args)
-    assert (window, shift) == (pytest.approx(20 / 16), pytest.approx(10 / 16))
+
+
+def test_collate_window_follows_the_cnn_frontend_shapes():
+    collate = SSLTask.build_collate_fn(_collate_args(), train=True)
+    assert (collate.frame_field, collate.frame_stride) == (20, 10)
+    assert collate.window_size == pytest.approx(20 / 16)
+    assert collate.window_shift == pytest.approx(10 / 16)
+    assert collate.crop_samples is None and collate.crop_audio
+
+
+def test_collate_crop_seconds_reaches_the_collate_except_in_collect_stats():
+    args = _collate_args(crop_seconds=0.5, short_utterances="drop")
+    collate = SSLTask.build_collate_fn(args, train=False)
+    assert (collate.crop_samples, collate.short_utterances) == (8000, "drop")
+    assert not collate.train
+    args.collect_stats = True
+    assert SSLTask.build_collate_fn(args, train=True).crop_samples is None
+
+
+def test_collate_rejects_an_unknown_option():
+    with pytest.raises(TypeError, match="crop_second"):
+        SSLTask.build_collate_fn(_collate_args(crop_second=2), train=True)
 
 
 def test_wav2vec2_config_builds_with_its_required_inputs(build_ssl_model, ssl_configs):

@@ -1,0 +1,163 @@
+"""The SSL collate: ESPnet's HuBERT collate plus fixed-length crops.
+
+``crop_seconds: null`` (default) is ESPnet 202511's behaviour unchanged: training
+batches are cropped to their shortest utterance, validation batches are padded.
+``crop_seconds: X`` crops every utterance longer than X seconds to X seconds, in
+training at a random frame-aligned offset and in validation at a fixed (centred) one,
+and cuts its frame labels in step (``espnet2/ssl/crop.py``). Utterances shorter than
+the crop follow ``short_utterances``:
+
+* ``pad``: kept whole and padded (``speech_lengths`` holds their true length);
+* ``drop``: removed from the batch, with a warning that names them. A batch with
+  none left is an error: filter the data first (``min_wav_duration``).
+
+References: Y. Gao et al., arXiv:2209.15575 (sequence-length truncation for SSL);
+ESPnet 202511 ``espnet2/train/collate_fn.py`` (``HuBERTCollateFn``).
+"""
+
+import logging
+from typing import Collection, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from typeguard import typechecked
+
+from espnet2.ssl.crop import crop_offset, crop_utterance
+from espnet2.train.collate_fn import HuBERTCollateFn
+
+SHORT_UTTERANCES = ("pad", "drop")
+
+
+class SSLCollateFn(HuBERTCollateFn):
+    """Crops, pads and stacks a batch of ``(utt_id, {"speech", "text"?})``.
+
+    Returns ``(utt_ids, batch)`` with ``batch["speech"]`` (B, S) float padded with 0,
+    ``speech_lengths`` (B,) long (samples), and, with labels, ``text`` (B, L) long
+    padded with ``int_pad_value`` and ``text_lengths`` (B,) long (frames).
+    """
+
+    @typechecked
+    def __init__(
+        self,
+        crop_seconds: Optional[float] = None,
+        short_utterances: str = "pad",
+        frame_field: int = 400,
+        frame_stride: int = 320,
+        sample_rate: int = 16000,
+        label_downsampling: int = 1,
+        train: bool = True,
+        generator: Optional[torch.Generator] = None,
+        **kwargs,
+    ):
+        """Builds the collate.
+
+        Args:
+            crop_seconds: Crop length in seconds, or None for ESPnet's crop to the
+                shortest utterance of the batch (training only).
+            short_utterances: ``pad`` or ``drop`` utterances shorter than the crop.
+            frame_field: Receptive field of a model frame (samples; 400 for the
+                wav2vec 2.0 CNN).
+            frame_stride: Hop between model frames (samples; 320). Crops start at
+                multiples of it.
+            sample_rate: Audio samples per second.
+            label_downsampling: Keep every n-th label (100 Hz MFCC labels for a
+                50 Hz model: 2), applied before cropping.
+            train: Random crop offsets (training) or fixed ones (validation).
+            generator: Random source for the offsets (torch's global one when None).
+            **kwargs: ``HuBERTCollateFn``'s other options (padding values, noise and
+                reverberation, ``window_size``/``window_shift`` in ms, ...).
+        """
+        if short_utterances not in SHORT_UTTERANCES:
+            raise ValueError(
+                f"short_utterances must be one of {SHORT_UTTERANCES}, "
+                f"got {short_utterances!r}"
+            )
+        if crop_seconds is not None and crop_seconds * sample_rate < frame_field:
+            raise ValueError(
+                f"crop_seconds={crop_seconds} is shorter than one model frame "
+                f"({frame_field} samples at {sample_rate} Hz)"
+            )
+        self.crop_samples, self.label_step = None, 1
+        if crop_seconds is not None:
+            self.crop_samples = int(round(crop_seconds * sample_rate))
+            # labels are downsampled here, before the crop; ESPnet's crop is off
+            kwargs.update(crop_audio=False)
+            self.label_step, label_downsampling = label_downsampling, 1
+        super().__init__(
+            label_downsampling=label_downsampling,
+            sample_rate=sample_rate / 1000,
+            train=train,
+            **kwargs,
+        )
+        self.short_utterances = short_utterances
+        self.frame_field = frame_field
+        self.frame_stride = frame_stride
+        self.generator = generator
+
+    def __call__(
+        self, data: Collection[Tuple[str, Dict[str, np.ndarray]]]
+    ) -> Tuple[List[str], Dict[str, torch.Tensor]]:
+        """Crops (when ``crop_seconds`` is set), then ESPnet's augment, pad, stack."""
+        if self.crop_samples is not None:
+            data = self._crop_batch(data)
+        return super().__call__(data)
+
+    def _crop_batch(
+        self, data: Collection[Tuple[str, Dict[str, np.ndarray]]]
+    ) -> List[Tuple[str, Dict[str, np.ndarray]]]:
+        """Every utterance cropped (or padded/dropped when short), labels in step."""
+        cropped, short = [], []
+        for uid, sample in data:
+            speech, labels = sample["speech"], sample.get("text")
+            if labels is not None and self.label_step > 1:
+                labels = labels[:: self.label_step]
+            if len(speech) >= self.crop_samples:
+                speech, labels = self._crop(speech, labels)
+            else:
+                short.append(uid)
+                if self.short_utterances == "drop":
+                    continue
+            item = (
+                dict(speech=speech)
+                if labels is None
+                else dict(speech=speech, text=labels)
+            )
+            cropped.append((uid, item))
+        if short and self.short_utterances == "drop":
+            self._report_dropped(short, len(data), kept=bool(cropped))
+        return cropped
+
+    def _crop(
+        self, speech: np.ndarray, labels: Optional[np.ndarray]
+    ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        offset = crop_offset(
+            len(speech),
+            self.crop_samples,
+            self.frame_stride,
+            self.train,
+            self.generator,
+        )
+        return crop_utterance(
+            speech,
+            labels,
+            offset,
+            self.crop_samples,
+            self.frame_field,
+            self.frame_stride,
+        )
+
+    def _report_dropped(self, short: List[str], batch_size: int, kept: bool) -> None:
+        """Warns about dropped utterances; rejects a batch left empty."""
+        seconds = self.crop_samples / (self.sample_rate * 1000)
+        names = ", ".join(short[:5]) + (" ..." if len(short) > 5 else "")
+        if not kept:
+            raise ValueError(
+                f"every utterance of this batch ({names}) is shorter than "
+                f"crop_seconds={seconds:g} and short_utterances=drop: remove them "
+                f"from the data dir (min_wav_duration >= {seconds:g}) or use "
+                "short_utterances: pad"
+            )
+        logging.warning(
+            f"dropped {len(short)} of {batch_size} utterances shorter than "
+            f"crop_seconds={seconds:g}: {names}"
+        )

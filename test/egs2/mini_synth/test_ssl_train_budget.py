@@ -1,0 +1,174 @@
+"""Compute-budget options end to end through espnet2.bin.ssl_train, synthesised speech.
+
+``collate_fn_conf.crop_seconds``, ``--batch_seconds``/``--max_device_batch_seconds``
+and ``--max_seen_hours`` through ESPnet's real Trainer, iterators and sound reader:
+the seen-audio counter is exact (every training utterance once per epoch, cropped),
+survives an interruption and resume, and ends training at the budget.
+"""
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import soundfile
+import torch
+
+from espnet2.ssl.synth.corpus import SynthCorpusConfig, build_corpus
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+CONFIG = REPO_ROOT / "egs2/mini_synth/ssl1/conf/tuning/train_ssl_wav2vec2_tiny.yaml"
+CROP_SECONDS = 1.0
+BUDGET = ["--batch_seconds", "8", "--max_device_batch_seconds", "4"]  # 2 x 4 crops
+
+pytestmark = pytest.mark.recipe
+
+
+def ssl_train(cwd: Path, *args: str) -> str:
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    cmd = [sys.executable, "-m", "espnet2.bin.ssl_train", *args]
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result.stderr
+
+
+def seen_samples(checkpoint: Path) -> int:
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    return int(state.get("model", state)["seen_audio.seen_samples"])
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("budget")
+    config = SynthCorpusConfig(
+        seed=5, train_minutes=0.5, labeled_minutes=0.1, dev_minutes=0.1,
+        test_minutes=0.1,
+    )  # fmt: skip
+    build_corpus(config, root / "data", root / "audio", show_progress=False)
+    (root / "tokens.txt").write_text("<unk>\n")
+    ssl_train(
+        root, *common_args(), "--collect_stats", "true", "--output_dir", "stats",
+        "--train_shape_file", "data/train/wav.scp",
+        "--valid_shape_file", "data/dev/wav.scp",
+    )  # fmt: skip
+    return root
+
+
+def common_args():
+    args = ["--token_list", "tokens.txt", "--token_type", "word", "--ngpu", "0"]
+    args += ["--use_preprocessor", "true", "--config", str(CONFIG)]
+    args += ["--train_data_path_and_name_and_type", "data/train/wav.scp,speech,sound"]
+    args += ["--valid_data_path_and_name_and_type", "data/dev/wav.scp,speech,sound"]
+    return args
+
+
+def train(corpus: Path, output_dir: str, *extra: str) -> str:
+    return ssl_train(
+        corpus, *common_args(), *BUDGET, "--output_dir", output_dir,
+        "--collate_fn_conf", f"crop_seconds={CROP_SECONDS}",
+        "--train_shape_file", "stats/train/speech_shape",
+        "--valid_shape_file", "stats/valid/speech_shape", *extra,
+    )  # fmt: skip
+
+
+def cropped_epoch_samples(corpus: Path) -> int:
+    """Each training utterance once, cropped to CROP_SECONDS (shorter: whole)."""
+    total = 0
+    for line in (corpus / "data/train/wav.scp").read_text().splitlines():
+        path = line.split(maxsplit=1)[1]
+        info = soundfile.info(path if os.path.isabs(path) else corpus / path)
+        total += min(info.frames, int(CROP_SECONDS * info.samplerate))
+    return total
+
+
+@pytest.fixture(scope="module")
+def straight(corpus) -> Path:
+    log = train(corpus, "straight", "--max_epoch", "2")
+    (corpus / "straight" / "stderr.log").write_text(log)
+    return corpus / "straight"
+
+
+@pytest.fixture(scope="module")
+def budget_run(corpus):
+    """Training with a budget of 1.5 epochs of audio: (log, budget in samples)."""
+    budget_samples = int(1.5 * cropped_epoch_samples(corpus))
+    log = train(
+        corpus, "budget", "--max_epoch", "10",
+        "--max_seen_hours", f"{budget_samples / 16000 / 3600:.10f}",
+    )  # fmt: skip
+    return log, budget_samples
+
+
+def test_seen_audio_is_exact_and_survives_an_interruption(corpus, straight):
+    log = (straight / "stderr.log").read_text()
+    seen = seen_samples(straight / "2epoch.pth")
+    assert seen == 2 * cropped_epoch_samples(corpus)
+    assert "batch plan: {" in log and "'accum_grad': 2" in log
+    for key in ("seen_hours=", "update_seconds=", "batch_seconds="):
+        assert key in log, key
+
+    train(corpus, "resumed", "--max_epoch", "1")
+    assert seen_samples(corpus / "resumed/1epoch.pth") == seen // 2
+    train(corpus, "resumed", "--max_epoch", "2", "--resume", "true")
+    assert seen_samples(corpus / "resumed/2epoch.pth") == seen
+    assert seen_samples(corpus / "resumed/checkpoint.pth") == seen
+
+
+def test_plots_against_updates_and_hours_seen(straight):
+    from espnet2.bin.ssl_plot_stats import main
+
+    main([str(straight), "--out_dir", str(straight / "plots")])
+    for name in ("valid_loss.png", "train_seen_hours.png", "train_update_seconds.png"):
+        assert (straight / "plots" / name).stat().st_size > 1000, name
+
+
+def test_a_sweep_report_tabulates_hours_seen_and_scores(
+    corpus, straight, budget_run, tmp_path
+):
+    """Two finished runs (straight and budget) reported as sweep ``s``; the CER comes
+    from the real scorer on a small reference/hypothesis pair."""
+    from espnet2.bin.ssl_sweep import main
+
+    expdir = tmp_path / "exp"
+    for tag, hyp in (("straight", "a b c"), ("budget", "a x c")):
+        (expdir / f"ssl_s_{tag}").parent.mkdir(parents=True, exist_ok=True)
+        (expdir / f"ssl_s_{tag}").symlink_to(corpus / tag)
+        decode = expdir / f"asr_s_{tag}" / "decode_dev"
+        decode.mkdir(parents=True)
+        (decode / "ref").write_text("u1 a b c\n")
+        (decode / "text").write_text(f"u1 {hyp}\n")
+        subprocess.run(
+            [sys.executable, "-m", "espnet2.bin.asr_score", "score", "--ref",
+             str(decode / "ref"), "--hyp", str(decode / "text"),
+             "--out_dir", str(decode / "score")],
+            check=True, env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
+        )  # fmt: skip
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("name: s\nruns:\n  - tag: straight\n  - tag: budget\n")
+    main(["report", str(sweep), "--expdir", str(expdir)])
+    out = expdir / "sweep_s"
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [r["tag"] for r in rows] == ["straight", "budget"]
+    # "a x c" for "a b c": 1 of 5 characters (spaces count) and 1 of 3 words
+    assert [float(r["cer_dev"]) for r in rows] == [0, pytest.approx(20.0)]
+    assert float(rows[1]["wer_dev"]) == pytest.approx(100 / 3)
+    assert float(rows[0]["seen_hours"]) == pytest.approx(
+        seen_samples(straight / "2epoch.pth") / 16000 / 3600
+    )
+    assert float(rows[0]["crop_seconds"]) == CROP_SECONDS
+    assert "| straight |" in (out / "results.md").read_text()
+    for name in ("cer_vs_seen_hours.png", "valid_loss_vs_seen_hours.png"):
+        assert (out / name).stat().st_size > 1000
+
+
+def test_max_seen_hours_ends_training_at_the_first_update_past_the_budget(
+    corpus, budget_run
+):
+    log, budget_samples = budget_run
+    assert "max_seen_hours=" in log and "reached" in log
+    assert (corpus / "budget/2epoch.pth").exists()
+    assert not (corpus / "budget/3epoch.pth").exists()
+    seen = seen_samples(corpus / "budget/2epoch.pth")
+    assert budget_samples <= seen < budget_samples + 2 * 8 * 16000  # < 2 updates over

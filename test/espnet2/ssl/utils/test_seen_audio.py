@@ -1,0 +1,78 @@
+"""Tests for espnet2/ssl/utils/seen_audio.py (audio seen in training, all ranks)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from espnet2.ssl.utils.seen_audio import SeenAudio
+
+REPO_ROOT = Path(__file__).resolve().parents[4]
+
+
+def test_batches_add_their_valid_samples_and_updates_close_the_pending_ones():
+    seen = SeenAudio(sample_rate=16000)
+    assert seen.add(torch.tensor([16000, 8000])) == 24000
+    assert seen.add(torch.tensor([32000])) == 32000
+    assert seen.update_seconds() == 0  # no update yet
+    seen.close_update()
+    assert seen.update_seconds() == pytest.approx(3.5)
+    assert int(seen.pending_samples) == 0
+    seen.add(torch.tensor([16000 * 3600]))
+    assert seen.seen_hours() == pytest.approx(1 + 3.5 / 3600)
+    assert seen.update_seconds() == pytest.approx(3.5)  # until the next update
+
+
+def test_counters_survive_a_state_dict_round_trip_exactly():
+    seen = SeenAudio()
+    seen.add(torch.tensor([2**40 + 3]))  # beyond float32's exact integers
+    restored = SeenAudio()
+    restored.load_state_dict(seen.state_dict())
+    assert int(restored.seen_samples) == 2**40 + 3
+
+
+def test_a_checkpoint_from_before_the_counter_loads_with_zero_counts():
+    module = torch.nn.Module()
+    module.seen_audio = SeenAudio()
+    module.seen_audio.add(torch.tensor([5]))
+    module.load_state_dict({}, strict=True)
+    assert int(module.seen_audio.seen_samples) == 0
+
+
+RANK_SCRIPT = """
+import json, sys
+import torch, torch.distributed as dist
+from espnet2.ssl.utils.seen_audio import SeenAudio
+rank, world, init_file, out = int(sys.argv[1]), int(sys.argv[2]), *sys.argv[3:5]
+dist.init_process_group("gloo", init_method="file://" + init_file, rank=rank,
+                        world_size=world)
+seen = SeenAudio()
+lengths = torch.tensor([1000 * (rank + 1)] * (rank + 1))  # rank 0: 1000, 1: 2 x 2000
+batch = seen.add(lengths)
+seen.close_update()
+json.dump([batch, int(seen.seen_samples), seen.update_seconds()], open(out, "w"))
+dist.destroy_process_group()
+"""
+
+
+def test_with_two_gloo_ranks_every_rank_counts_both_ranks_audio(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    init_file = tmp_path / "init"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RANK_SCRIPT, str(rank), "2", str(init_file),
+             str(tmp_path / f"rank{rank}.json")],
+            env=env, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        for rank in range(2)
+    ]
+    for proc in procs:
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 0, stderr[-2000:]
+    for rank in range(2):
+        result = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert result == [5000, 5000, 5000 / 16000]
