@@ -11,6 +11,9 @@ per update on 8 GPUs of 90 s each, 400k updates, 100 TFLOP/s sustained per GPU):
         --batch_seconds 5760 --num_devices 8 --max_device_batch_seconds 90 \\
         --updates 400000 --device_tflops 100 --lr_scaling sqrt
 
+With ``--device_memory_gb 80`` instead of ``--max_device_batch_seconds``, the most
+audio one GPU holds is estimated from the measured activation memory.
+
 See ``espnet2/ssl/planner.py`` for what is measured and how.
 """
 
@@ -66,6 +69,13 @@ def get_parser() -> argparse.ArgumentParser:
         default=None,
         help="Most audio one device holds (s)",
     )
+    parser.add_argument(
+        "--device_memory_gb",
+        type=float_or_none,
+        default=None,
+        help="Device memory; without --max_device_batch_seconds, the most audio "
+        "per device is estimated from it",
+    )
     parser.add_argument("--seen_hours", type=float_or_none, default=None)
     parser.add_argument("--updates", type=int_or_none, default=None)
     parser.add_argument("--gpu_hours", type=float_or_none, default=None)
@@ -103,7 +113,10 @@ def main(cmd: Optional[List[str]] = None) -> Dict:
     logging.info(f"arguments: {vars(args)}")
     if sum(x is not None for x in (args.seen_hours, args.updates, args.gpu_hours)) != 1:
         raise SystemExit("give exactly one of --seen_hours, --updates, --gpu_hours")
-    result = plan(load_config(args), args)
+    try:
+        result = plan(load_config(args), args)
+    except ValueError as err:
+        raise SystemExit(f"ssl_plan: error: {err}")
     result["arguments"] = {k: str(v) if isinstance(v, Path) else v
                            for k, v in vars(args).items()}  # fmt: skip
     print(markdown(result), flush=True)

@@ -2,7 +2,13 @@
 
 The model is built from its training config by ESPnet's ``SSLTask`` and measured:
 parameters by counting, FLOPs per second of audio by torch's FLOP counter on one real
-training step (forward, and forward + backward) on a crop of ``crop_seconds``. For
+training step (forward, and forward + backward) on a crop of ``crop_seconds``, and
+the activation memory per second of audio by torch.profiler's allocation records on
+the same step (float32). With a device memory, the most audio one device holds is
+estimated as (memory - 16 bytes per parameter for weights, gradients and AdamW's two
+moments) / activation bytes per second: an estimate for float32 on crops of
+``crop_seconds`` (mixed precision holds more; longer utterances cost more per second
+with attention). For
 transformer encoders the forward count of CNN + projection + encoder is checked
 against the analytic count of ``espnet2/ssl/flops.py``. The batch comes from
 ``espnet2/ssl/budget.py``; the budget (hours seen, updates or GPU-hours, one of
@@ -20,6 +26,7 @@ import torch
 
 from espnet2.ssl.budget import plan_batch, scale_lr
 from espnet2.ssl.flops import analytic_transformer_flops, count_flops
+from espnet2.ssl.memory import tensor_memory
 from espnet2.ssl.targets.frames import WAV2VEC2_CNN_SHAPES, cnn_frame_count
 
 
@@ -80,6 +87,45 @@ def measured_flops(
         "forward_per_audio_s": forward / crop_seconds,
         "training_per_audio_s": training / crop_seconds,
     }
+
+
+BYTES_PER_PARAMETER = 16  # float32 weight, gradient, AdamW's two moments
+
+
+def activation_memory(
+    model: torch.nn.Module, config: Dict, crop_seconds: float, sample_rate: int
+) -> Dict[str, float]:
+    """Peak tensor memory of a training forward + backward, above the parameters.
+
+    Returns:
+        ``step_peak_bytes`` (every tensor the step allocates, gradients included) and
+        ``activation_bytes_per_audio_s`` (that minus one gradient per parameter,
+        divided by the audio seconds).
+    """
+    batch = _batch(config, crop_seconds, sample_rate)
+    model.train()
+    model.zero_grad(set_to_none=True)
+    _, peak = tensor_memory(lambda: None, lambda: model(**batch)[0].backward())
+    model.zero_grad(set_to_none=True)
+    gradients = sum(p.numel() * p.element_size() for p in model.parameters())
+    return {
+        "step_peak_bytes": peak,
+        "activation_bytes_per_audio_s": max(0, peak - gradients) / crop_seconds,
+    }
+
+
+def max_device_batch_seconds(
+    device_memory_gb: float, parameters: int, activation_bytes_per_audio_s: float
+) -> float:
+    """Audio seconds one device holds beside the model and AdamW (float32)."""
+    free = device_memory_gb * 1e9 - BYTES_PER_PARAMETER * parameters
+    if free <= 0 or activation_bytes_per_audio_s <= 0:
+        raise ValueError(
+            f"{device_memory_gb:g} GB cannot hold the {parameters / 1e6:.1f} M "
+            f"parameters with gradients and AdamW state "
+            f"({BYTES_PER_PARAMETER * parameters / 1e9:.2f} GB)"
+        )
+    return free / activation_bytes_per_audio_s
 
 
 def encoder_flops_check(
@@ -148,17 +194,27 @@ def plan(config: Dict, args: argparse.Namespace) -> Dict:
     model = build_model_from_config(config)
     logging.info(f"measuring FLOPs on a {args.crop_seconds:g} s crop")
     flops = measured_flops(model, config, args.crop_seconds, sample_rate)
+    params = parameter_counts(model)
+    memory = activation_memory(model, config, args.crop_seconds, sample_rate)
+    device_cap = args.max_device_batch_seconds
+    if args.device_memory_gb is not None:
+        memory["max_device_batch_seconds"] = max_device_batch_seconds(
+            args.device_memory_gb, params["total"],
+            memory["activation_bytes_per_audio_s"],
+        )  # fmt: skip
+        device_cap = device_cap or memory["max_device_batch_seconds"]
     batch = plan_batch(
         args.batch_seconds,
         args.num_devices,
-        args.max_device_batch_seconds,
+        device_cap,
         sample_rate,
         args.crop_seconds if args.fixed_crops else None,
     )
     reference_lr = config.get("optim_conf", {}).get("lr", 1e-3)
     return {
-        "parameters": parameter_counts(model),
+        "parameters": params,
         "flops": flops,
+        "memory": memory,
         "flops_check": encoder_flops_check(
             model, config, args.crop_seconds, sample_rate
         ),
@@ -196,6 +252,12 @@ def markdown(result: Dict) -> str:
         ("training GFLOP per audio second",
          f"{flops['training_per_audio_s'] / 1e9:.1f}"),
     ]  # fmt: skip
+    memory = result["memory"]
+    rows.append(("activation MB per audio second (float32)",
+                 f"{memory['activation_bytes_per_audio_s'] / 2**20:.0f}"))  # fmt: skip
+    if "max_device_batch_seconds" in memory:
+        rows.append(("most audio per device (estimate)",
+                     f"{memory['max_device_batch_seconds']:.1f} s"))  # fmt: skip
     if result["flops_check"] is not None:
         rows.append(
             ("counted / analytic FLOPs", f"{result['flops_check']['ratio']:.3f}")

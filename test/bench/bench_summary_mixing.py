@@ -80,9 +80,8 @@ import json
 import logging
 import statistics
 import sys
-import warnings
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -97,10 +96,10 @@ from bench_wav2vec2_step import (
     build_ours,
     environment,
 )
-from torch.profiler import ProfilerActivity, profile, record_function
 from torch.utils.flop_counter import FlopCounterMode
 
 from espnet2.ssl.flops import CPU_SDPA_FLOPS
+from espnet2.ssl.memory import check_memory_measure, tensor_memory
 from espnet2.ssl.targets.frames import cnn_frame_count
 
 SM_YAML = (
@@ -114,7 +113,6 @@ REFERENCES = ("self_attention", "espnet_conformer")  # ratio denominators
 TARGET_VARIANT, TARGET_REFERENCE = "summary_mixing", "self_attention"
 TARGET_CROP, TARGET_TIME, TARGET_MEMORY = 16.0, 0.75, 0.70  # the issue's target
 MB = 2**20
-MEASURED = "measured_step"  # profiler annotation of the measured call
 
 
 # ---------------------------------------------------------------- configs
@@ -193,89 +191,6 @@ def variant_config(conf: Dict, variant: str) -> Dict:
 
 
 # ---------------------------------------------------------------- memory
-def allocation_records(prof: profile) -> List[Tuple[int, int]]:
-    """``(time ns, bytes)`` of every CPU tensor allocation (+) and free (-), in order.
-
-    Read from the profiler's raw ``[memory]`` records: ``prof.events()`` folds the
-    allocations made inside an op into that op's ``self`` memory, which loses their
-    order relative to the op's children.
-    """
-    cpu = torch._C._autograd.DeviceType.CPU
-    records = [
-        (event.start_ns(), event.nbytes())
-        for event in prof.profiler.kineto_results.events()
-        if event.name() == "[memory]" and event.device_type() == cpu
-    ]
-    return sorted(records, key=lambda record: record[0])  # stable for equal times
-
-
-def annotation_range(prof: profile, name: str) -> Tuple[int, int]:
-    """Start and end (ns, the records' clock) of the ``record_function(name)``."""
-    for event in prof.profiler.kineto_results.events():
-        if event.name() == name and event.is_user_annotation():
-            return event.start_ns(), event.end_ns()
-    raise KeyError(name)
-
-
-def tensor_memory(
-    before: Callable[[], None], measured: Callable[[], object]
-) -> Tuple[int, int]:
-    """Tensor bytes ``before()`` leaves live, and the peak above them in ``measured()``.
-
-    Both run in one profiling session, so frees during ``measured`` of tensors
-    that ``before`` allocated are recorded. Tensors allocated before the session
-    are invisible: their frees are not recorded (torch warns "Memory block of
-    unknown size"), so they never lower the peak.
-
-    Returns:
-        ``(live_bytes, peak_bytes)``: the running sum of the records at the start
-        of ``measured``, and the maximum of the running sum during it minus that.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "Profiler clears events at the end..."
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            before()
-            with record_function(MEASURED):
-                measured()
-    start, end = annotation_range(prof, MEASURED)
-    records = allocation_records(prof)
-    live = peak = base = sum(nbytes for time, nbytes in records if time < start)
-    for time, nbytes in records:
-        if start <= time <= end:
-            live += nbytes
-            peak = max(peak, live)
-    return base, peak - base
-
-
-def check_memory_measure() -> Dict[str, int]:
-    """Runs ``tensor_memory`` on tensors of known size; raises if it is off.
-
-    ``before`` keeps 40 MB (decimal). Then 4 MB and 8 MB live together (12 MB), a
-    4 MB product of the 8 MB one is added after the 4 MB one is freed (still
-    12 MB), all are freed, the 40 MB tensor is freed (-40 MB) and 16 MB allocated:
-    the peak above the start is 12 MB, not the 32 MB of all allocations, nor the
-    16 MB seen if the free of the 40 MB were not recorded.
-    """
-    old = []
-
-    def allocate() -> None:
-        a, b = torch.ones(1_000_000), torch.ones(2_000_000)
-        del a
-        c = b[::2] * 2.0  # (1_000_000,), allocated inside aten::mul
-        del b, c
-        old.clear()
-        d = torch.ones(4_000_000)
-        del d
-
-    live, peak = tensor_memory(lambda: old.append(torch.ones(10_000_000)), allocate)
-    expected = {"live_bytes": 40_000_000, "peak_bytes": 12_000_000}
-    measured = {"live_bytes": live, "peak_bytes": peak}
-    # a few bytes of scalars may be counted
-    if any(abs(measured[k] - expected[k]) > 1024 for k in expected):
-        raise RuntimeError(f"memory measure: {measured}, expected {expected}")
-    return {**measured, **{f"expected_{k}": v for k, v in expected.items()}}
-
-
 def tensor_bytes(tensors: List[torch.Tensor]) -> int:
     """Bytes of the tensors' elements."""
     return sum(t.numel() * t.element_size() for t in tensors)

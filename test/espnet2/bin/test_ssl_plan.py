@@ -1,6 +1,7 @@
 """Tests for espnet2/bin/ssl_plan.py and espnet2/ssl/planner.py (the run planner)."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,34 @@ def test_bad_requests_are_refused(extra, message):
            "--batch_seconds", "60", *extra]  # fmt: skip
     with pytest.raises(SystemExit, match=message):
         main(cmd)
+
+
+def test_device_memory_gives_the_most_audio_per_device_and_the_accumulation():
+    common = [
+        "--config",
+        str(MINI / "train_ssl_wav2vec2_tiny.yaml"),
+        "--crop_seconds",
+        "2",
+        "--batch_seconds",
+        "60",
+        "--updates",
+        "10",
+    ]
+    result = main(common + ["--device_memory_gb", "0.2"])
+    memory, params = result["memory"], result["parameters"]["total"]
+    assert memory["activation_bytes_per_audio_s"] > 0
+    expected = (0.2e9 - 16 * params) / memory["activation_bytes_per_audio_s"]
+    assert memory["max_device_batch_seconds"] == pytest.approx(expected)
+    batch = result["batch"]
+    assert batch["device_batch_seconds"] <= memory["max_device_batch_seconds"]
+    assert batch["accum_grad"] == math.ceil(60 / memory["max_device_batch_seconds"])
+    # twice the crop: at least as much activation memory per step
+    longer = main(common[:3] + ["4"] + common[4:])
+    assert longer["memory"]["step_peak_bytes"] > memory["step_peak_bytes"]
+
+
+def test_a_device_too_small_for_the_model_is_refused():
+    with pytest.raises(SystemExit, match="cannot hold"):
+        main(["--config", str(MINI / "train_ssl_wav2vec2_tiny.yaml"),
+              "--batch_seconds", "60", "--updates", "10",
+              "--device_memory_gb", "0.001"])  # fmt: skip
