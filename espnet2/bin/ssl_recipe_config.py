@@ -17,7 +17,6 @@ import argparse
 from typing import Optional, Sequence
 
 from espnet2.ssl.finetune_config import (
-    forget_unpacked,
     write_untrained_model,
     write_with_frontend_model,
 )
@@ -51,7 +50,7 @@ def get_parser() -> argparse.ArgumentParser:
     frontend = sub.add_parser(
         "set_frontend_model",
         help="write an espnet_ssl ASR config with path_or_url set to MODEL (a packed "
-        "zip's stale unpacked copy is removed)",
+        "zip is unpacked into OUT's folder, ssl_model/, and its .pth named)",
     )
     frontend.add_argument("config")
     frontend.add_argument("model")
@@ -80,8 +79,6 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
             write_with_num_classes(args.config, args.num_classes, args.output)
         elif args.command == "set_frontend_model":
             write_with_frontend_model(args.config, args.model, args.output)
-            if args.model.endswith(".zip"):
-                forget_unpacked(args.model)
         else:
             write_untrained_model(args.train_config, args.out_dir, args.seed)
     except RecipeConfigError as err:

@@ -6,11 +6,18 @@ to its ``config.yaml``, or anything else through ``espnet_model_zoo``'s
 ``ModelDownloader`` (a zoo name, a URL, or a packed ``.zip`` on disk). This module
 
 - writes the ASR config to train with, ``path_or_url`` set to the model;
+- unpacks a packed ``.zip`` once, next to that config, and points ``path_or_url`` at
+  the unpacked ``.pth`` instead of the zip;
 - writes an untrained model of a pretrained one's architecture (the "from scratch"
-  baseline fine-tunes the same ASR config from it);
-- removes the zoo's unpacked copy of a local zip, because ``ModelDownloader`` keys its
-  cache by the zip's path, not its contents: a zip repacked after retraining would
-  otherwise be read from the stale copy.
+  baseline fine-tunes the same ASR config from it).
+
+Why not the zip itself: ``ModelDownloader`` extracts a local zip into its cache on
+every load (ESPnet 202511's ``get_dict_from_cache`` looks for the extracted files one
+directory above where ``unpack`` puts them, so the cache never hits). Two loaders at
+once (the decoding jobs of stage 8, the ranks of a multi-GPU fine-tuning) then read a
+checkpoint that another is rewriting: "PytorchStreamReader failed reading zip
+archive: failed finding central directory". Its cache is also keyed by the zip's path,
+so a repacked zip could be read from a stale copy.
 """
 
 import argparse
@@ -26,6 +33,7 @@ from espnet2.ssl.recipe_config import RecipeConfigError, load_config
 
 PathLike = Union[str, Path]
 UNTRAINED_MODEL = "untrained.pth"
+UNPACKED_DIR = "ssl_model"  # next to the ASR train config: the unpacked SSL model
 
 
 def _frontend_model_conf(config: Dict[str, Any], path: PathLike) -> Dict[str, Any]:
@@ -42,8 +50,38 @@ def _frontend_model_conf(config: Dict[str, Any], path: PathLike) -> Dict[str, An
     return inner
 
 
+def unpack_model(zip_path: PathLike, out_dir: PathLike) -> Path:
+    """Unpacks a packed SSL model (``espnet2.bin.pack ssl``) into ``out_dir``.
+
+    ``out_dir`` is replaced. Returns the unpacked model file, next to its
+    ``config.yaml`` (what ``espnet_ssl``'s ``path_or_url`` loads without the zoo).
+    """
+    from espnet2.main_funcs.pack_funcs import unpack
+
+    out_dir = Path(out_dir)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    files = unpack(zip_path, out_dir, use_cache=False)
+    if "ssl_model_file" not in files:
+        raise RecipeConfigError(
+            f"{zip_path}: no ssl_model_file in its meta.yaml; pack it with "
+            "espnet2.bin.pack ssl (recipe stage 6)"
+        )
+    model = Path(files["ssl_model_file"])
+    if not model.is_relative_to(out_dir):
+        # packed under an absolute name: extracted below out_dir without its
+        # leading "/", but unpack() returns the original path
+        model = out_dir / model.relative_to(model.anchor)
+    if not (model.parent / "config.yaml").is_file():
+        raise RecipeConfigError(f"{zip_path}: its model has no config.yaml beside it")
+    logging.info(f"{zip_path}: unpacked into {out_dir}")
+    return model
+
+
 def write_with_frontend_model(path: PathLike, model: PathLike, out: PathLike) -> None:
     """Copy the ASR config at ``path`` to ``out`` with ``path_or_url`` = ``model``.
+
+    A packed zip is first unpacked into ``<dir of out>/ssl_model/`` and
+    ``path_or_url`` names the unpacked ``.pth`` (see the module docstring).
 
     Args:
         path: ASR config with ``frontend: espnet_ssl``.
@@ -59,7 +97,10 @@ def write_with_frontend_model(path: PathLike, model: PathLike, out: PathLike) ->
         raise RecipeConfigError(
             f"{model}: no such SSL model; run the recipe's stage 6 (pack) first"
         )
-    _frontend_model_conf(config, path)["path_or_url"] = str(model)
+    conf = _frontend_model_conf(config, path)
+    if str(model).endswith(".zip"):
+        model = unpack_model(model, Path(out).parent / UNPACKED_DIR)
+    conf["path_or_url"] = str(model)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(config, sort_keys=False, default_flow_style=None)
     Path(out).write_text(text, encoding="utf-8")
@@ -90,20 +131,3 @@ def write_untrained_model(train_config: PathLike, out_dir: PathLike, seed: int) 
         f"{sum(p.numel() for p in model.parameters())} parameters, seed {seed}"
     )
     return out_dir / UNTRAINED_MODEL
-
-
-def forget_unpacked(zip_path: PathLike) -> bool:
-    """Remove espnet_model_zoo's unpacked copy of a local zip, if it has one.
-
-    Returns:
-        True when a copy was removed.
-    """
-    from espnet_model_zoo.downloader import ModelDownloader, str_to_hash
-
-    downloader = ModelDownloader()
-    cached = downloader.cachedir / str_to_hash(Path(zip_path).absolute())
-    if not cached.exists():
-        return False
-    shutil.rmtree(cached)
-    logging.info(f"{zip_path}: removed the stale unpacked copy {cached}")
-    return True

@@ -238,7 +238,8 @@ pretrain() {
     local stamp="config=${ssl_config} labels=${labels} ngpu=${ngpu} args=${ssl_args}"
     start_exp "${exp}" "${stamp}" || return 0
 
-    local sets="${train_set},${valid_set}"
+    # the sets as stage 2 left them (another --dumpdir, e.g. --train_hours: collect again)
+    local sets="${train_set},${valid_set} $(cat "${dumpdir}/raw/.${train_set}.done" 2> /dev/null || true)"
     if is_done "${stats}/.done" "${sets}"; then
         log "pretraining: statistics in ${stats} already collected; skipping"
     else

@@ -14,8 +14,8 @@ import yaml
 from espnet2.bin.pack import main as pack_main
 from espnet2.bin.ssl_recipe_config import main as recipe_config_main
 from espnet2.ssl.finetune_config import (
+    UNPACKED_DIR,
     UNTRAINED_MODEL,
-    forget_unpacked,
     write_untrained_model,
     write_with_frontend_model,
 )
@@ -114,24 +114,42 @@ def pack(train_config: Path, model: Path, zip_path: Path) -> None:
     )  # fmt: skip
 
 
-def test_repacked_zip_is_not_read_from_the_stale_zoo_copy(train_config, tmp_path):
-    """espnet_model_zoo keys its cache by the zip's path: forget_unpacked clears it."""
+def test_a_zip_is_unpacked_once_and_the_frontend_reads_the_unpacked_model(
+    train_config, tmp_path
+):
     zip_path = tmp_path / "model.zip"
     first = write_untrained_model(train_config, tmp_path / "first", seed=0)
     pack(tmp_path / "first/config.yaml", first, zip_path)
-    try:
-        assert_upstream_equals(frontend(str(zip_path)), state(first))
-        second = write_untrained_model(train_config, tmp_path / "second", seed=1)
-        zip_path.unlink()
-        pack(tmp_path / "second/config.yaml", second, zip_path)
-        stale = frontend(str(zip_path)).upstream.state_dict()
-        key = "encoder.encoders.0.self_attn.linear_q.weight"
-        assert torch.equal(stale[key], state(first)[key])  # the zoo's stale copy
-        assert forget_unpacked(zip_path)
-        assert not forget_unpacked(zip_path)
-        assert_upstream_equals(frontend(str(zip_path)), state(second))
-    finally:
-        forget_unpacked(zip_path)
+    out = tmp_path / "asr" / "train_config.yaml"
+    write_with_frontend_model(ASR_CONFIG, zip_path, out)
+    path = yaml.safe_load(out.read_text())["frontend_conf"]["frontend_conf"][
+        "path_or_url"
+    ]
+    assert path.endswith(".pth") and Path(path).is_relative_to(
+        out.parent / UNPACKED_DIR
+    )
+    assert (Path(path).parent / "config.yaml").is_file()
+    assert_upstream_equals(frontend(path), state(first))
+    # the zip repacked with other weights (retraining): stage 7 unpacks it again
+    second = write_untrained_model(train_config, tmp_path / "second", seed=1)
+    zip_path.unlink()
+    pack(tmp_path / "second/config.yaml", second, zip_path)
+    write_with_frontend_model(ASR_CONFIG, zip_path, out)
+    path = yaml.safe_load(out.read_text())["frontend_conf"]["frontend_conf"][
+        "path_or_url"
+    ]
+    assert Path(path).is_relative_to(out.parent / UNPACKED_DIR)
+    assert_upstream_equals(frontend(path), state(second))
+
+
+def test_a_zip_that_is_not_a_packed_ssl_model_is_refused(tmp_path):
+    import zipfile
+
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(bad, "w") as archive:
+        archive.writestr("readme.txt", "not a model")
+    with pytest.raises(Exception, match="meta.yaml"):
+        write_with_frontend_model(ASR_CONFIG, bad, tmp_path / "asr" / "o.yaml")
 
 
 def test_cli_set_frontend_model_and_its_errors(train_config, tmp_path, capsys):
