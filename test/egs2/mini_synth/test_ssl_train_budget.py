@@ -172,3 +172,27 @@ def test_max_seen_hours_ends_training_at_the_first_update_past_the_budget(
     assert not (corpus / "budget/3epoch.pth").exists()
     seen = seen_samples(corpus / "budget/2epoch.pth")
     assert budget_samples <= seen < budget_samples + 2 * 8 * 16000  # < 2 updates over
+
+
+def test_repeated_non_finite_steps_stop_the_run_with_a_clear_error(corpus):
+    """A learning rate of 1e8 (no schedule) blows the weights up at the first update;
+    every later step has a non-finite gradient, is skipped, and after 3 in a row the
+    run stops with the cause and the fixes; finished epochs stay on disk."""
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    cmd = [
+        sys.executable, "-m", "espnet2.bin.ssl_train", *common_args(),
+        "--output_dir", "nonfinite", "--max_epoch", "20",
+        "--train_shape_file", "stats/train/speech_shape",
+        "--valid_shape_file", "stats/valid/speech_shape",
+        "--scheduler", "none", "--optim_conf", "lr=100000000.0",
+        "--max_nonfinite_steps", "3",
+    ]  # fmt: skip
+    result = subprocess.run(cmd, cwd=corpus, env=env, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "3 optimizer steps in a row had a non-finite loss or gradient" in (
+        result.stderr
+    )
+    assert "Lower the learning rate" in result.stderr
+    assert (corpus / "nonfinite" / "1epoch.pth").exists()
+    state = torch.load(corpus / "nonfinite/checkpoint.pth", weights_only=False)
+    assert int(state["model"]["num_updates"][0]) >= 1  # the one that blew up
