@@ -27,7 +27,7 @@
 #      README.md model card into ${expdir}/<last tag>/<last tag>.zip (espnet2.bin.pack ssl).
 #   7. Fine-tuning: a ${token_type} token list of ${labeled_set}, ESPnet's collect-stats,
 #      then espnet2.bin.asr_train with ${asr_config} (CTC, frontend: espnet_ssl loading
-#      the packed zip through espnet_model_zoo) into ${expdir}/<asr_tag>; with
+#      the packed zip, unpacked once into <asr exp>/ssl_model/) into ${expdir}/<asr_tag>; with
 #      --asr_baseline true also the same config from an untrained model of the same
 #      architecture into ${expdir}/<asr_tag>_scratch.
 #   8. Decoding and scoring: espnet2.bin.asr_inference (CTC) of every test set in
