@@ -5,6 +5,8 @@ import logging
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from espnet2.ssl.collate import SSLCollateFn
 from espnet2.ssl.crop import crop_offset, crop_utterance, frame_count
@@ -153,3 +155,41 @@ def test_frame_count_matches_the_wav2vec2_cnn():
 
     for n in (0, 399, 400, 719, 720, 16000, 16001, 123457):
         assert frame_count(n, FIELD, STRIDE) == cnn_frame_count(n, WAV2VEC2_CNN_SHAPES)
+
+
+# ---- properties (hypothesis): any lengths, crop and seed
+@settings(max_examples=60, deadline=None)
+@given(
+    lengths=st.lists(st.integers(400, 40000), min_size=1, max_size=5),
+    crop_samples=st.integers(400, 24000),
+    seed=st.integers(0, 2**31 - 1),
+    train=st.booleans(),
+)
+def test_any_crop_keeps_every_label_with_its_frame(lengths, crop_samples, seed, train):
+    generator = torch.Generator().manual_seed(seed)
+    collate = SSLCollateFn(
+        crop_seconds=crop_samples / FS, generator=generator, train=train
+    )
+    ids, batch = collate([utterance(f"u{i}", n) for i, n in enumerate(lengths)])
+    assert len(ids) == len(lengths)  # pad: nobody is dropped
+    for b, n in enumerate(lengths):
+        length = int(batch["speech_lengths"][b])
+        assert length == min(n, crop_samples)
+        first = int(batch["speech"][b, 0])
+        assert first % STRIDE == 0 and first + length <= n  # aligned, inside
+        assert_labels_belong_to_their_frames(
+            batch["speech"][b], batch["text"][b], length, int(batch["text_lengths"][b])
+        )
+
+
+@given(st.integers(0, 500_000))
+def test_frame_count_is_the_cnn_rule_and_grows_by_one_per_stride(num_samples):
+    from espnet2.ssl.targets.frames import WAV2VEC2_CNN_SHAPES, cnn_frame_count
+
+    frames = frame_count(num_samples, FIELD, STRIDE)
+    assert frames == cnn_frame_count(num_samples, WAV2VEC2_CNN_SHAPES)
+    if num_samples >= FIELD:
+        assert frame_count(num_samples + STRIDE, FIELD, STRIDE) == frames + 1
+        assert (frames - 1) * STRIDE + FIELD <= num_samples < frames * STRIDE + FIELD
+    else:
+        assert frames == 0
