@@ -73,8 +73,33 @@ def unpack_model(zip_path: PathLike, out_dir: PathLike) -> Path:
         model = out_dir / model.relative_to(model.anchor)
     if not (model.parent / "config.yaml").is_file():
         raise RecipeConfigError(f"{zip_path}: its model has no config.yaml beside it")
+    check_weights_only(model)
     logging.info(f"{zip_path}: unpacked into {out_dir}")
     return model
+
+
+def check_weights_only(model_file: PathLike) -> None:
+    """Refuses a model file that is not a state dict of tensors.
+
+    Read with ``torch.load(weights_only=True)``: a downloaded zip's checkpoint cannot
+    run code while it is read, and a file holding anything else is refused here,
+    naming it, before training starts.
+    """
+    try:
+        state = torch.load(model_file, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle, zip and torch errors alike
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err)
+        raise RecipeConfigError(
+            f"{model_file}: not a checkpoint that loads as weights only ({first}). "
+            "Use a model packed by espnet2.bin.pack ssl from a trainer checkpoint."
+        ) from None
+    if not isinstance(state, dict) or not all(
+        isinstance(v, torch.Tensor) for v in state.values()
+    ):
+        raise RecipeConfigError(
+            f"{model_file}: not a model state dict (a dict of tensors). Use a model "
+            "packed by espnet2.bin.pack ssl from a trainer checkpoint."
+        )
 
 
 def write_with_frontend_model(path: PathLike, model: PathLike, out: PathLike) -> None:

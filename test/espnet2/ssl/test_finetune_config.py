@@ -169,3 +169,25 @@ def test_cli_untrained_model(train_config, tmp_path):
     recipe_config_main(["untrained_model", str(train_config), str(tmp_path / "u")])
     assert (tmp_path / "u" / UNTRAINED_MODEL).is_file()
     assert (tmp_path / "u" / "config.yaml").is_file()
+
+
+class NotWeights:
+    """A pickled Python object: what a malicious or wrong file could hold."""
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ({"w": NotWeights()}, "weights only"),
+        ({"w": 1}, "not a model state dict"),
+    ],
+)
+def test_a_packed_zip_whose_checkpoint_is_not_weights_is_refused(
+    train_config, tmp_path, content, message
+):
+    model = write_untrained_model(train_config, tmp_path / "m", seed=0)
+    torch.save(content, model)  # same name, other content
+    zip_path = tmp_path / "model.zip"
+    pack(tmp_path / "m/config.yaml", model, zip_path)
+    with pytest.raises(RecipeConfigError, match=message):
+        write_with_frontend_model(ASR_CONFIG, zip_path, tmp_path / "asr" / "o.yaml")

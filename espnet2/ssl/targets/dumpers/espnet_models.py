@@ -64,12 +64,15 @@ def _check_exists(path: Path, what: str, fix: str) -> None:
 
 def _load_state(model: torch.nn.Module, model_file: Path, config_file: Path) -> None:
     """Loads ``model_file`` into ``model``; every feature weight must be there."""
-    try:
-        state = torch.load(model_file, map_location="cpu", weights_only=False)
+    try:  # weights only: a downloaded file cannot run code while it is read
+        state = torch.load(model_file, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle, zip and torch errors alike
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err)
         raise FeatureDumpError(
-            f"cannot read the model file '{model_file}' ({err}). Fix: pass a .pth "
-            "written by ESPnet's trainer (e.g. valid.loss.best.pth)."
+            f"cannot read the model file '{model_file}' as weights only ({first}). "
+            "Fix: pass a model .pth written by ESPnet's trainer (e.g. 3epoch.pth or "
+            "valid.loss.best.pth); checkpoint.pth (the trainer state) and files "
+            "holding other Python objects are refused."
         ) from None
     if isinstance(state, dict) and "module" in state:  # DeepSpeed checkpoints
         state = state["module"]

@@ -230,3 +230,21 @@ def test_asr_config_with_a_missing_stats_file_says_where_to_run(
     monkeypatch.chdir(tmp_path)  # the relative stats path does not resolve here
     with pytest.raises(FeatureDumpError, match="does not exist.*relative to the"):
         get_dumper("asr", model_file=str(asr_exp / "1epoch.pth"))
+
+
+class NotWeights:
+    """A pickled Python object: what a malicious or wrong file could hold."""
+
+
+def test_a_model_file_holding_python_objects_is_refused_unread(ssl_exp, tmp_path):
+    state = torch.load(ssl_exp / "1epoch.pth", map_location="cpu")
+    state["payload"] = NotWeights()
+    torch.save(state, tmp_path / "objects.pth")
+    (tmp_path / "noise.pth").write_bytes(b"not a checkpoint at all")
+    for name in ("objects.pth", "noise.pth"):
+        with pytest.raises(FeatureDumpError, match="as weights only.*are refused"):
+            get_dumper(
+                "ssl",
+                config_file=str(ssl_exp / "config.yaml"),
+                model_file=str(tmp_path / name),
+            )
