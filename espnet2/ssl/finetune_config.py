@@ -30,6 +30,7 @@ import torch
 import yaml
 
 from espnet2.ssl.recipe_config import RecipeConfigError, load_config
+from espnet2.ssl.weights import WeightsOnlyError, load_weights_only
 
 PathLike = Union[str, Path]
 UNTRAINED_MODEL = "untrained.pth"
@@ -86,12 +87,11 @@ def check_weights_only(model_file: PathLike) -> None:
     naming it, before training starts.
     """
     try:
-        state = torch.load(model_file, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle, zip and torch errors alike
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err)
+        state = load_weights_only(model_file)
+    except WeightsOnlyError as err:
         raise RecipeConfigError(
-            f"{model_file}: not a checkpoint that loads as weights only ({first}). "
-            "Use a model packed by espnet2.bin.pack ssl from a trainer checkpoint."
+            f"{err}: not a checkpoint that loads as weights only. Use a model "
+            "packed by espnet2.bin.pack ssl from a trainer checkpoint."
         ) from None
     if not isinstance(state, dict) or not all(
         isinstance(v, torch.Tensor) for v in state.values()

@@ -59,6 +59,7 @@ from bench_env import cpu_flags, loadavg, read_status_kib, reset_peak_rss
 from torch.utils.flop_counter import FlopCounterMode
 
 from espnet2.ssl.flops import CPU_SDPA_FLOPS
+from espnet2.ssl.planner import build_model_from_config as build_ours
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BASE_YAML = "egs2/librispeech/ssl1/conf/tuning/train_ssl_wav2vec2_base.yaml"
@@ -159,19 +160,6 @@ def mask_conf(conf: Dict) -> Dict:
 def optim_conf(conf: Dict) -> Dict:
     """``optim_conf`` as AdamW keyword arguments (lr, betas, eps, weight decay)."""
     return {**conf["optim_conf"], "betas": tuple(conf["optim_conf"]["betas"])}
-
-
-def build_ours(conf: Dict) -> torch.nn.Module:
-    """Our ESPnetSSLModel, built by SSLTask's parser and builder from ``conf``."""
-    from espnet2.tasks.ssl import SSLTask
-
-    args = SSLTask.get_parser().parse_args(
-        ["--token_list", "none", "--token_type", "word"]
-    )
-    for key, value in conf.items():
-        setattr(args, key, value)
-    args.token_list = ["<unk>"]
-    return SSLTask.build_model(args)
 
 
 def hf_config_kwargs(conf: Dict) -> Dict:

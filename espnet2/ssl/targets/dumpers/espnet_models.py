@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Tuple, Type, Union
 import torch
 
 from espnet2.ssl.targets.dumpers.base import FeatureDumpError, Hz
+from espnet2.ssl.weights import WeightsOnlyError, load_weights_only
 
 PathLike = Union[Path, str]
 # The modules that compute features; the losses, CTC and decoder do not.
@@ -65,14 +66,13 @@ def _check_exists(path: Path, what: str, fix: str) -> None:
 def _load_state(model: torch.nn.Module, model_file: Path, config_file: Path) -> None:
     """Loads ``model_file`` into ``model``; every feature weight must be there."""
     try:  # weights only: a downloaded file cannot run code while it is read
-        state = torch.load(model_file, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle, zip and torch errors alike
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err)
+        state = load_weights_only(model_file)
+    except WeightsOnlyError as err:
         raise FeatureDumpError(
-            f"cannot read the model file '{model_file}' as weights only ({first}). "
-            "Fix: pass a model .pth written by ESPnet's trainer (e.g. 3epoch.pth or "
-            "valid.loss.best.pth); checkpoint.pth (the trainer state) and files "
-            "holding other Python objects are refused."
+            f"model file: {err}. Fix: pass a model .pth written by ESPnet's "
+            "trainer (e.g. 3epoch.pth or valid.loss.best.pth); checkpoint.pth "
+            "(the trainer state) and files holding other Python objects are "
+            "refused."
         ) from None
     if isinstance(state, dict) and "module" in state:  # DeepSpeed checkpoints
         state = state["module"]
