@@ -1,5 +1,6 @@
-"""ESPnet's Trainer with a budget in hours of audio seen (``--max_seen_hours``) and a
-stop after repeated non-finite steps (``--max_nonfinite_steps``).
+"""ESPnet's Trainer with a budget in hours of audio seen (``--max_seen_hours``), a
+stop after repeated non-finite steps (``--max_nonfinite_steps``), atomic checkpoint
+files and mid-epoch checkpoints (``--save_interval_updates``).
 
 The batch-size study (arXiv:2402.13723) finds that an SSL model's quality depends
 mainly on the audio it has seen (batch seconds x updates) and proposes comparing runs
@@ -14,6 +15,13 @@ forever if every step is. ``--max_nonfinite_steps N`` counts the skipped steps (
 update boundary where ``num_updates`` did not advance), logs them per epoch, and
 stops the run with an error after N in a row; the last checkpoint (the previous
 epoch) is kept.
+
+Every checkpoint file is written through a temporary file and a rename, so a kill
+while saving never leaves a file that cannot be loaded (``espnet2/ssl/checkpoint.py``).
+``--save_interval_updates N`` also writes ``checkpoint_mid_epoch.pth`` every N
+optimizer updates; a run killed mid-epoch and started again with ``--resume true``
+(the recipes always pass it) continues from the next batch instead of the start of
+the epoch.
 """
 
 import argparse
@@ -27,6 +35,17 @@ import torch
 import torch.distributed as dist
 from typeguard import typechecked
 
+from espnet2.ssl.checkpoint import (
+    MID_EPOCH_CHECKPOINT,
+    MidEpochSaver,
+    MidEpochState,
+    TrainingParts,
+    atomic_torch_saves,
+    remove_temporaries,
+    restore_epoch_snapshot,
+    skip_batches,
+    world,
+)
 from espnet2.train.trainer import Trainer, TrainerOptions
 from espnet2.utils.build_dataclass import build_dataclass
 from espnet2.utils.types import float_or_none
@@ -36,6 +55,7 @@ from espnet2.utils.types import float_or_none
 class SSLTrainerOptions(TrainerOptions):
     max_seen_hours: Optional[float]
     max_nonfinite_steps: int
+    save_interval_updates: int
 
 
 class NonFiniteStepsError(RuntimeError):
@@ -88,12 +108,18 @@ class NonFiniteGuard:
             )
 
     def __iter__(self) -> Iterator:
+        # checked before the next batch is fetched, so that a mid-epoch checkpoint
+        # written while fetching (MidEpochSaver) holds the count after this step
         micro_batches = 0
-        for batch in self.iterator:
+        iterator = iter(self.iterator)
+        while True:
             self._check(micro_batches)
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
             yield batch
             micro_batches += 1
-        self._check(micro_batches)
 
 
 def seen_audio_of(model: torch.nn.Module):
@@ -173,6 +199,14 @@ class SSLTrainer(Trainer):
             "cropping) have been trained on; null: no limit (max_epoch decides)",
         )
         group.add_argument(
+            "--save_interval_updates",
+            type=int,
+            default=0,
+            help="Also write <output_dir>/checkpoint_mid_epoch.pth every this many "
+            "optimizer updates, from which --resume true continues a killed run "
+            "with the next batch of its epoch; 0: only ESPnet's per-epoch checkpoint",
+        )
+        group.add_argument(
             "--max_nonfinite_steps",
             type=int,
             default=20,
@@ -199,9 +233,106 @@ class SSLTrainer(Trainer):
             f.write(json.dumps(record) + "\n")
 
     @classmethod
+    def run(cls, *args, **kwargs) -> None:
+        """ESPnet's training loop, with every checkpoint saved atomically and what a
+        kill left behind (temporary files, a missing epoch model) tidied first."""
+        options = kwargs["trainer_options"]
+        output_dir = Path(options.output_dir)
+        if is_main_rank() and output_dir.is_dir():
+            for tmp in remove_temporaries(output_dir):
+                logging.warning(f"removed {tmp}, left by a save that was interrupted")
+            if options.resume:
+                restored = restore_epoch_snapshot(output_dir)
+                if restored is not None:
+                    logging.warning(f"wrote {restored} from checkpoint.pth (killed)")
+        with atomic_torch_saves():
+            super().run(*args, **kwargs)
+        if is_main_rank():  # checkpoint.pth now holds every finished epoch
+            (output_dir / MID_EPOCH_CHECKPOINT).unlink(missing_ok=True)
+
+    @classmethod
+    def _pending_state(cls, path: Path, epoch: int, resume: bool):
+        """The mid-epoch state to continue this epoch from, or None; a stale file
+        (an earlier epoch's, or any when not resuming) is deleted by rank 0."""
+        state = MidEpochState.load(path) if path.exists() else None
+        if dist.is_initialized():
+            dist.barrier()  # every rank has read it before rank 0 may delete it
+        if state is None or (resume and state.epoch == epoch):
+            return state
+        if is_main_rank():
+            if not resume:
+                logging.warning(f"{path} is from an earlier run (no --resume): removed")
+            path.unlink(missing_ok=True)
+        return None
+
+    @classmethod
+    def _resumable_state(cls, path: Path, iterator, options, epoch: int):
+        """The mid-epoch state this epoch continues from and the rest of its loader,
+        or (None, iterator) when there is none or it does not fit (logged)."""
+        state = cls._pending_state(path, epoch, options.resume)
+        if state is None:
+            return None, iterator
+        rest = skip_batches(iterator, state.batches_done)
+        problem = state.mismatch(len(iterator), world()[1])
+        if rest is None:
+            problem = "this data iterator cannot skip batches"
+        if problem is None:
+            return state, rest
+        logging.warning(
+            f"not resuming epoch {epoch} from {path}: {problem}; the epoch starts "
+            "from its first batch"
+        )
+        return None, iterator
+
+    @classmethod
+    def _mid_epoch_saver(cls, model, iterator, options, kwargs):
+        """Wrap the epoch's loader in a MidEpochSaver, first resuming the epoch from
+        ``checkpoint_mid_epoch.pth`` when one fits it.
+
+        Returns:
+            (the saver, whether the epoch had applied updates before the resume).
+        """
+        module = getattr(model, "module", model)
+        reporter, epoch_batches = kwargs["reporter"], len(iterator)
+        epoch = reporter.get_epoch()
+        path = Path(options.output_dir) / MID_EPOCH_CHECKPOINT
+        state, iterator = cls._resumable_state(path, iterator, options, epoch)
+        parts = TrainingParts(
+            module, kwargs["optimizers"], kwargs["schedulers"], kwargs["scaler"],
+            reporter,
+        )  # fmt: skip
+        start_updates, start, rng = parts.num_updates(), 0, None
+        if state is not None:
+            state.apply(parts)
+            start_updates, start = state.updates_at_epoch_start, state.batches_done
+            rng = state.rng[world()[0]]
+            logging.info(
+                f"resumed epoch {epoch} from {path} after {start} of {epoch_batches} "
+                f"batches ({parts.num_updates()} updates)"
+            )
+
+        def snapshot(batches_done: int, rngs: list) -> Optional[MidEpochState]:
+            if not is_main_rank():
+                return None
+            return MidEpochState.capture(
+                parts, epoch, batches_done, start_updates, rngs, epoch_batches
+            )
+
+        saver = MidEpochSaver(
+            iterator, snapshot, parts.num_updates, options.accum_grad,
+            options.save_interval_updates, path, start, rng,
+        )  # fmt: skip
+        return saver, parts.num_updates() > start_updates
+
+    @classmethod
     def train_one_epoch(cls, model, iterator, options, **kwargs) -> bool:
         """ESPnet's epoch; True (stop training) also when the budget is spent."""
         seen_audio = seen_audio_of(model)
+        had_updates = False
+        if hasattr(getattr(model, "module", model), "num_updates"):
+            iterator, had_updates = cls._mid_epoch_saver(
+                model, iterator, options, kwargs
+            )
         guard = None
         if getattr(getattr(model, "module", model), "update_hook_installed", False):
             guard = NonFiniteGuard(
@@ -232,4 +363,4 @@ class SSLTrainer(Trainer):
                 "this epoch's steps invalid; they are not)"
             )
             return True
-        return all_steps_are_invalid
+        return all_steps_are_invalid and not had_updates
