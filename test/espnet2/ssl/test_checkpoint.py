@@ -3,6 +3,7 @@ generator and statistics states, skipping batches and the mid-epoch saver (end t
 end through ssl_train: test/egs2/mini_synth/test_ssl_train_resume.py)."""
 
 import io
+import json
 import os
 import random
 import signal
@@ -235,3 +236,41 @@ def test_only_a_state_of_the_epoch_being_resumed_is_used_and_stale_ones_removed(
     state = SSLTrainer._pending_state(path, epoch, resume)
     assert (state is not None) == used
     assert path.exists() == used
+
+
+RANK_SCRIPT = """
+import json, sys
+import torch, torch.distributed as dist
+from espnet2.ssl.checkpoint import gather_rng_states, set_rng_state
+rank, init_file, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+dist.init_process_group("gloo", init_method="file://" + init_file, rank=rank,
+                        world_size=2)
+torch.manual_seed(100 + rank)  # every rank has its own stream
+states = gather_rng_states()
+own = torch.rand(2).tolist()
+set_rng_state(states[1 - rank])  # the other rank's
+other = torch.rand(2).tolist()
+json.dump(dict(own=own, other=other), open(out, "w"))
+dist.destroy_process_group()
+"""
+
+
+def test_every_rank_gets_every_ranks_generator_state_on_gloo(tmp_path):
+    """Each rank can restore the other's stream: rank r's draws after restoring the
+    gathered state of rank 1 - r equal rank 1 - r's own draws."""
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RANK_SCRIPT, str(rank), str(tmp_path / "init"),
+             str(tmp_path / f"rank{rank}.json")],
+            env=env, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        for rank in range(2)
+    ]
+    for proc in procs:
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 0, stderr[-2000:]
+    results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert results[0]["own"] != results[1]["own"]
+    assert results[0]["other"] == results[1]["own"]
+    assert results[1]["other"] == results[0]["own"]
