@@ -9,16 +9,26 @@ own error messages with the file, the utterance and the fix.
 Uncompressed RIFF/WAVE files are judged by their header (declared data size against
 the bytes present) and by reading their last frame; other formats are decoded whole.
 Truncated OGG/Vorbis cannot be detected: its length comes from the last page present.
+Only floating-point subtypes (``FLOAT``, ``DOUBLE``) can store NaN or infinite samples
+(a PCM sample is always a finite integer), so only they are decoded for that check.
 """
 
 from pathlib import Path
 from typing import BinaryIO, Optional, Tuple
 
+import numpy as np
 import soundfile
 
 # Data-chunk sizes that streaming writers (e.g. sox to a pipe) leave in the header.
 _WAV_UNKNOWN_SIZES = (0, 0xFFFFFFFF)
 _DECODE_BLOCK_FRAMES = 65536
+# Subtypes that can hold NaN or infinity (libsndfile names).
+FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
+NONFINITE_FIX = (
+    "re-create the file from its source (NaN and infinity come from a failed "
+    "processing step), or remove the utterance from every file and run "
+    "utils/fix_data_dir.sh."
+)
 
 
 def wav_data_chunk(f: BinaryIO) -> Optional[Tuple[int, int]]:
@@ -126,3 +136,58 @@ def format_problem(
             "utils/fix_data_dir.sh.",
         )
     return None
+
+
+def _nonfinite(samples: np.ndarray) -> Tuple[int, int]:
+    """(number of NaN/inf values, index of the first frame holding one, or -1)."""
+    if samples.size == 0:
+        return 0, -1
+    bad = ~np.isfinite(samples.reshape(len(samples), -1))  # (S,) or (S, C) -> (S, C)
+    if not bad.any():
+        return 0, -1
+    return int(bad.sum()), int(np.argmax(bad.any(axis=1)))
+
+
+def _nonfinite_sentence(count: int, first: int) -> str:
+    return (
+        f"audio has {count} samples that are NaN or infinite, the first at sample "
+        f"{first}"
+    )
+
+
+def nonfinite_problem(samples: np.ndarray) -> Optional[str]:
+    """NaN or infinite values in decoded audio.
+
+    Args:
+        samples: Decoded audio (S,) or (S, C), floating point.
+
+    Returns:
+        A problem sentence with the count and the first bad sample index, else None.
+    """
+    count, first = _nonfinite(samples)
+    return _nonfinite_sentence(count, first) if count else None
+
+
+def file_nonfinite_problem(
+    path: Path, info: "soundfile._SoundFileInfo"
+) -> Optional[str]:
+    """Decode a floating-point audio file and look for NaN or infinite samples.
+
+    Args:
+        path: The audio file.
+        info: Its header, from ``soundfile.info``; files whose subtype is not in
+            ``FLOAT_SUBTYPES`` are not read (they cannot hold such values).
+
+    Returns:
+        The sentence of :func:`nonfinite_problem` for the whole file, or None.
+    """
+    if info.subtype not in FLOAT_SUBTYPES:
+        return None
+    total, first, offset = 0, -1, 0
+    with soundfile.SoundFile(str(path)) as f:
+        for block in f.blocks(blocksize=_DECODE_BLOCK_FRAMES, dtype="float64"):
+            count, block_first = _nonfinite(block)
+            if count and first < 0:
+                first = offset + block_first
+            total, offset = total + count, offset + len(block)
+    return _nonfinite_sentence(total, first) if total else None

@@ -25,7 +25,12 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Union
 import soundfile
 from tqdm import tqdm
 
-from espnet2.fileio.audio_check import decode_problem, format_problem
+from espnet2.fileio.audio_check import (
+    NONFINITE_FIX,
+    decode_problem,
+    file_nonfinite_problem,
+    format_problem,
+)
 
 Seconds = float
 
@@ -508,6 +513,10 @@ def _audio_seconds(entry: KaldiLine, scp: Path, sample_rate: int) -> Seconds:
     if bad is not None:
         problem = f"{bad[0]} (file '{path}')"
         raise DataDirError(scp, problem, bad[1], entry.line_no, entry.id)
+    problem = file_nonfinite_problem(path, info)
+    if problem is not None:
+        problem = f"{problem} (file '{path}')"
+        raise DataDirError(scp, problem, NONFINITE_FIX, entry.line_no, entry.id)
     return info.frames / info.samplerate
 
 
@@ -566,13 +575,15 @@ def validate_data_dir(
     4. transcripts are not empty;
     5. with ``check_audio``: each ``wav.scp`` value is a readable, complete audio file
        (relative paths from the current directory) at ``sample_rate``, mono, not
-       empty, and as long as ``utt2dur`` says within ``duration_tolerance``.
+       empty, without NaN or infinite samples (floating-point files are decoded for
+       this), and as long as ``utt2dur`` says within ``duration_tolerance``.
 
     Args:
         data_dir: The data directory, e.g. ``data/train``.
         sample_rate: Expected sample rate of every audio file in Hz.
         check_audio: Open every audio file (step 5); compressed formats such as FLAC
-            are decoded whole, so this reads all of their audio.
+            and floating-point WAVs are decoded whole, so this reads all of their
+            audio.
         require_text: Require a ``text`` file (set False for audio-only SSL data).
         duration_tolerance: Allowed difference between ``utt2dur`` and the audio, in
             seconds.

@@ -11,6 +11,10 @@ the crop follow ``short_utterances``:
 * ``drop``: removed from the batch, with a warning that names them. A batch with
   none left is an error: filter the data first (``min_wav_duration``).
 
+Examples that the dataset skipped as bad (``--bad_utterances skip``,
+``espnet2/ssl/checked_dataset.py``) arrive as ``(uid, {})`` and are removed first;
+a batch with none left is an error that names them.
+
 References: Y. Gao et al., arXiv:2209.15575 (sequence-length truncation for SSL);
 ESPnet 202511 ``espnet2/train/collate_fn.py`` (``HuBERTCollateFn``).
 """
@@ -98,6 +102,7 @@ class SSLCollateFn(HuBERTCollateFn):
         self, data: Collection[Tuple[str, Dict[str, np.ndarray]]]
     ) -> Tuple[List[str], Dict[str, torch.Tensor]]:
         """Crops (when ``crop_seconds`` is set), then ESPnet's augment, pad, stack."""
+        data = drop_skipped(data)
         if self.crop_samples is not None:
             data = self._crop_batch(data)
         return super().__call__(data)
@@ -161,3 +166,27 @@ class SSLCollateFn(HuBERTCollateFn):
             f"dropped {len(short)} of {batch_size} utterances shorter than "
             f"crop_seconds={seconds:g}: {names}"
         )
+
+
+def drop_skipped(
+    data: Collection[Tuple[str, Dict[str, np.ndarray]]],
+) -> List[Tuple[str, Dict[str, np.ndarray]]]:
+    """The batch without the examples skipped as bad (``(uid, {})``).
+
+    Each was logged with its reason and counted when the dataset skipped it.
+
+    Raises:
+        ValueError: When every example of the batch was skipped.
+    """
+    kept = [(uid, sample) for uid, sample in data if sample]
+    if data and not kept:
+        names = [uid for uid, _ in data]
+        shown = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+        raise ValueError(
+            f"every utterance of this batch ({shown}) is bad and was skipped "
+            "(--bad_utterances skip; the warnings above say why), so there is "
+            "nothing to train on: remove them from the data dir (utils/fix_data_dir.sh"
+            "; `python -m espnet2.bin.validate_data_dir` finds bad audio, "
+            "`python -m espnet2.bin.ssl_kmeans check` bad labels)"
+        )
+    return kept

@@ -4,6 +4,8 @@ Replaces ``espnet2/tasks/ssl.py`` of ESPnet 202511 (CONTRIBUTING.md lists it). E
 module-level name, option and default of ESPnet's version keeps working; added:
 
 * loss ``wav2vec2`` (``espnet2.ssl.loss.wav2vec2.Wav2Vec2Loss``);
+* loss ``hubert`` is ESPnet's, reporting its masked frames as ``sample_size``
+  (``WeightedHuBERTLoss``), so that ranks are weighted by them;
 * encoder ``transformer`` is ``Wav2Vec2TransformerEncoder``, ESPnet's
   ``TransformerEncoder`` plus the options wav2vec 2.0 BASE needs (defaults unchanged);
 * encoder ``summary_mixing`` (``SummaryMixingEncoder``, a Conformer with
@@ -17,7 +19,13 @@ module-level name, option and default of ESPnet's version keeps working; added:
 * ``--batch_seconds`` (+ ``--max_device_batch_seconds``) sets ``batch_type``,
   ``batch_bins``/``batch_size`` and ``accum_grad`` (``espnet2/ssl/budget.py``), and
   ``--lr_scaling`` scales ``optim_conf.lr`` from ``--lr_reference_batch_seconds``;
-* the trainer is ``SSLTrainer`` (``--max_seen_hours``, ``espnet2/ssl/trainer.py``).
+* the trainer is ``SSLTrainer`` (``--max_seen_hours``, ``espnet2/ssl/trainer.py``);
+* every training and validation example is checked when loaded (audio readable,
+  complete, at the model's rate, mono, not empty, finite; one label per CNN frame):
+  ``--bad_utterances error`` (default) stops naming the utterance, the file and the
+  fix, ``skip`` leaves it out with a warning and a count
+  (``espnet2/ssl/checked_dataset.py``); ``--check_data_before_training`` checks the
+  headers and labels of every utterance before the first step.
 
 Usage: ``python -m espnet2.bin.ssl_train --config <train_ssl_*.yaml> ...``
 """
@@ -25,7 +33,17 @@ Usage: ``python -m espnet2.bin.ssl_train --config <train_ssl_*.yaml> ...``
 import argparse
 import logging
 import sys
-from typing import Callable, Collection, Dict, List, Optional, Sequence, Tuple
+from typing import (
+    Callable,
+    Collection,
+    Dict,
+    List,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    Union,
+)
 
 import humanfriendly
 import numpy as np
@@ -55,18 +73,22 @@ from espnet2.ssl.budget import (
     plan_batch,
     scale_lr,
 )
+from espnet2.ssl.checked_dataset import BAD_UTTERANCES, CheckedDataset
 from espnet2.ssl.collate import SSLCollateFn
+from espnet2.ssl.data_check import ExampleRules
 from espnet2.ssl.espnet_model import ESPnetSSLModel
 from espnet2.ssl.loss.abs_loss import AbsSSLLoss
-from espnet2.ssl.loss.hubert import HuBERTLoss
+from espnet2.ssl.loss.hubert import HuBERTLoss  # noqa: F401 (ESPnet's name, kept)
+from espnet2.ssl.loss.hubert_weighted import WeightedHuBERTLoss
 from espnet2.ssl.loss.wav2vec2 import Wav2Vec2Loss
 from espnet2.ssl.trainer import SSLTrainer
 from espnet2.ssl.utils.span_mask import SpanMasking
-from espnet2.tasks.abs_task import AbsTask
+from espnet2.tasks.abs_task import AbsTask, IteratorOptions
 from espnet2.text.phoneme_tokenizer import g2p_choices
 from espnet2.torch_utils.initialize import initialize
 from espnet2.train.abs_espnet_model import AbsESPnetModel
 from espnet2.train.class_choices import ClassChoices
+from espnet2.train.dataset import AbsDataset, ESPnetDataset
 from espnet2.train.distributed_utils import get_world_size
 from espnet2.train.preprocessor import CommonPreprocessor
 from espnet2.utils.nested_dict_action import NestedDictAction
@@ -112,7 +134,7 @@ encoder_choices = ClassChoices(
 )
 loss_choices = ClassChoices(
     "loss",
-    classes=dict(hubert=HuBERTLoss, wav2vec2=Wav2Vec2Loss),
+    classes=dict(hubert=WeightedHuBERTLoss, wav2vec2=Wav2Vec2Loss),
     type_check=AbsSSLLoss,
     default="hubert",
 )
@@ -236,6 +258,7 @@ class SSLTask(AbsTask):
         )
         cls._add_preprocess_arguments(parser)
         cls._add_budget_arguments(parser)
+        cls._add_data_check_arguments(parser)
         group.add_argument(
             "--loss",
             action=NestedDictAction,
@@ -283,6 +306,28 @@ class SSLTask(AbsTask):
         )
 
     @classmethod
+    def _add_data_check_arguments(cls, parser: argparse.ArgumentParser):
+        group = parser.add_argument_group(description="Bad data")
+        group.add_argument(
+            "--bad_utterances",
+            type=str,
+            default="error",
+            choices=BAD_UTTERANCES,
+            help="A bad example (unreadable, truncated, empty or non-finite audio, "
+            "wrong sample rate or channels, missing labels or a label count that is "
+            "not one per CNN frame): error = stop, naming it and the fix; skip = "
+            "leave it out of its batch, with a warning and a count",
+        )
+        group.add_argument(
+            "--check_data_before_training",
+            type=str2bool,
+            default=False,
+            help="Before the first step, check the audio header and the label count "
+            "of every utterance (one header read per file; NaN samples and damaged "
+            "compressed audio are still found only when loaded)",
+        )
+
+    @classmethod
     def _add_preprocess_arguments(cls, parser: argparse.ArgumentParser):
         group = parser.add_argument_group(description="Preprocess related")
         for name, kind, default, help_text in _PREPROCESS_OPTIONS:
@@ -312,17 +357,56 @@ class SSLTask(AbsTask):
             parser.add_argument(name, type=int, default=None, help="Unused (ESPnet)")
 
     @classmethod
+    def _cnn_shapes(cls, args: argparse.Namespace) -> Sequence[Sequence[int]]:
+        """``(channels, kernel, stride)`` per layer of the CNN frontend."""
+        if args.encoder_conf.get("extractor_conv_layer_config") is not None:
+            return args.encoder_conf["extractor_conv_layer_config"]
+        return args.frontend_conf.get("shapes", _DEFAULT_CNN_SHAPES)
+
+    @classmethod
     def _frame_geometry(cls, args: argparse.Namespace) -> Tuple[int, int, int]:
         """Sample rate (Hz), frame receptive field and stride (samples)."""
         fs = args.frontend_conf.get("fs", 16000)
         if isinstance(fs, str):
             fs = humanfriendly.parse_size(fs)
-        if args.encoder_conf.get("extractor_conv_layer_config") is not None:
-            shapes = args.encoder_conf["extractor_conv_layer_config"]
-        else:
-            shapes = args.frontend_conf.get("shapes", _DEFAULT_CNN_SHAPES)
-        field, stride = receptive_field(shapes)
+        field, stride = receptive_field(cls._cnn_shapes(args))
         return int(fs), field, stride
+
+    @classmethod
+    def example_rules(cls, args: argparse.Namespace) -> ExampleRules:
+        """What a good example is for this model: its sample rate, and for a CNN
+        frontend (``wav2vec_cnn``) one label per CNN frame."""
+        has_cnn = args.input_size is None and args.frontend == "wav2vec_cnn"
+        if args.encoder_conf.get("extractor_conv_layer_config") is not None:
+            has_cnn = True
+        shapes = tuple(tuple(int(v) for v in layer) for layer in cls._cnn_shapes(args))
+        return ExampleRules(
+            sample_rate=cls._frame_geometry(args)[0],
+            cnn_shapes=shapes if has_cnn else None,
+            label_downsampling=int(args.collate_fn_conf.get("label_downsampling", 1)),
+        )
+
+    @classmethod
+    def build_dataset(
+        cls,
+        args: argparse.Namespace,
+        iter_options: IteratorOptions,
+        keys_to_load: Optional[Set[Union[int, str]]] = None,
+    ) -> AbsDataset:
+        """ESPnet's dataset, every example checked when loaded (``CheckedDataset``;
+        ``--bad_utterances``, ``--check_data_before_training``)."""
+        dataset = super().build_dataset(args, iter_options, keys_to_load)
+        if type(dataset) is not ESPnetDataset or not dataset.has_name("speech"):
+            return dataset  # ESPnet's multi-task dataset: unchecked
+        checked = CheckedDataset(
+            dataset,
+            cls.example_rules(args),
+            getattr(args, "bad_utterances", "error"),
+            "training" if iter_options.train else "validation",
+        )
+        if getattr(args, "check_data_before_training", False):
+            checked.check_before_training(keys_to_load)
+        return checked
 
     @classmethod
     @typechecked

@@ -97,3 +97,55 @@ def test_main_skips_audio_and_text_when_told(tmp_path, capsys):
         main([str(data_dir)])
     assert exit_info.value.code == 1
     assert "text: required file is missing. Fix:" in capsys.readouterr().err
+
+
+def _rewrite(path: Path, rate: int = SAMPLE_RATE, channels: int = 1, **kw) -> None:
+    """Replace the FLAC at ``path`` by a WAV with the same name (the scp is kept)."""
+    audio, _ = soundfile.read(path, dtype="float32")
+    audio = np.stack([audio] * channels, axis=1) if channels > 1 else audio
+    soundfile.write(path, audio, rate, format="WAV", **kw)
+
+
+def _nan(path: Path) -> None:
+    audio, _ = soundfile.read(path, dtype="float32")
+    audio[100] = np.nan
+    soundfile.write(path, audio, SAMPLE_RATE, format="WAV", subtype="FLOAT")
+
+
+def _cut(path: Path) -> None:
+    _rewrite(path, subtype="PCM_16")
+    path.write_bytes(path.read_bytes()[:8000])
+
+
+def _empty(path: Path) -> None:
+    soundfile.write(path, np.zeros(0), SAMPLE_RATE, format="WAV", subtype="PCM_16")
+
+
+# (name, damage, problem words, fix words)
+AUDIO_FAULTS = [
+    ("truncated", _cut, "file is truncated", "re-create the file"),
+    ("zero length", _empty, "zero length", "re-create the file"),
+    ("8 kHz", lambda p: _rewrite(p, rate=8000, subtype="PCM_16"),
+     "sample rate is 8000 Hz", "resample"),
+    ("stereo", lambda p: _rewrite(p, channels=2, subtype="PCM_16"), "2 channels",
+     "downmix to mono"),
+    ("NaN", _nan, "NaN or infinite, the first at sample 100", "from its source"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "damage, problem, fix",
+    [case[1:] for case in AUDIO_FAULTS],
+    ids=[case[0] for case in AUDIO_FAULTS],
+)
+def test_main_rejects_bad_audio_naming_the_utterance_and_the_fix(
+    tmp_path, capsys, damage, problem, fix
+):
+    data_dir = make_data_dir(tmp_path, "train")
+    damage(data_dir / "spk1-b.flac")
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(data_dir)])
+    assert exit_info.value.code == 1
+    error = capsys.readouterr().err
+    assert "wav.scp:2: utterance 'spk1-b': " in error and problem in error
+    assert "Fix: " in error and fix in error.split("Fix: ", 1)[1]

@@ -1,4 +1,4 @@
-"""espnet2/fileio/audio_check.py: truncated and wrong-format audio files."""
+"""espnet2/fileio/audio_check.py: truncated, wrong-format and non-finite audio."""
 
 from pathlib import Path
 
@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import soundfile
 
-from espnet2.fileio.audio_check import decode_problem, format_problem, wav_truncation
+from espnet2.fileio.audio_check import (
+    decode_problem,
+    file_nonfinite_problem,
+    format_problem,
+    nonfinite_problem,
+    wav_truncation,
+)
 
 
 def _write(path: Path, seconds: float = 1.0, rate: int = 16000, channels: int = 1):
@@ -53,3 +59,37 @@ def test_format_problem_names_rate_channels_and_empty_audio(tmp_path):
     assert "zero length" in format_problem(empty, 16000)[0]
     good = soundfile.info(str(_write(tmp_path / "g.wav")))
     assert format_problem(good, 16000) is None
+
+
+@pytest.mark.parametrize("shape", [(50,), (50, 2)])
+def test_nonfinite_samples_are_counted_with_the_first_bad_sample(shape):
+    audio = np.zeros(shape, np.float32)
+    assert nonfinite_problem(audio) is None
+    audio[17], audio[40] = np.nan, -np.inf  # every channel of samples 17 and 40
+    count = 2 * (audio.size // len(audio))
+    assert nonfinite_problem(audio) == (
+        f"audio has {count} samples that are NaN or infinite, the first at sample 17"
+    )
+    assert nonfinite_problem(np.zeros((0,), np.float32)) is None
+
+
+@pytest.mark.parametrize("subtype", ["FLOAT", "DOUBLE"])
+def test_a_float_file_is_decoded_whole_for_nan_and_inf(tmp_path, subtype):
+    """The first bad sample lies past the first decoding block (65536 frames)."""
+    audio = np.zeros(100_000, np.float32)
+    path = tmp_path / "f.wav"
+    soundfile.write(str(path), audio, 16000, subtype=subtype)
+    assert file_nonfinite_problem(path, soundfile.info(str(path))) is None
+    audio[70_000], audio[99_999] = np.inf, np.nan
+    soundfile.write(str(path), audio, 16000, subtype=subtype)
+    problem = file_nonfinite_problem(path, soundfile.info(str(path)))
+    assert problem == (
+        "audio has 2 samples that are NaN or infinite, the first at sample 70000"
+    )
+
+
+def test_a_pcm_file_is_not_decoded_for_nan(tmp_path, monkeypatch):
+    path = _write(tmp_path / "p.wav")
+    info = soundfile.info(str(path))
+    monkeypatch.setattr(soundfile, "SoundFile", None)  # would fail if opened
+    assert file_nonfinite_problem(path, info) is None

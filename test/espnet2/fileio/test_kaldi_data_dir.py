@@ -372,6 +372,21 @@ def test_audio_in_the_wrong_format_is_reported(tmp_path, fmt, change, problem):
         assert "mono" in err.value.fix
 
 
+def test_nan_samples_in_a_float_wav_are_reported(data_dir):
+    """Only float WAVs can hold NaN; a clean float WAV passes."""
+    path = audio_path(data_dir, 3)
+    audio, rate = soundfile.read(str(path), dtype="float32")
+    soundfile.write(str(path), audio, rate, subtype="FLOAT")
+    validate_data_dir(data_dir)
+    audio[1000] = np.nan
+    soundfile.write(str(path), audio, rate, subtype="FLOAT")
+    with pytest.raises(DataDirError) as err:
+        validate_data_dir(data_dir)
+    message = assert_error(err, "wav.scp", 3, GOOD_UTTS[2].utt_id)
+    assert "1 samples that are NaN or infinite, the first at sample 1000" in message
+    assert "re-create the file from its source" in err.value.fix
+
+
 def test_other_sample_rate_is_accepted_when_asked_for(tmp_path):
     utts = [replace(utt, sample_rate=8000) for utt in GOOD_UTTS]
     summary = validate_data_dir(build_data_dir(tmp_path, utts), sample_rate=8000)

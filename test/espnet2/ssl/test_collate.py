@@ -193,3 +193,17 @@ def test_frame_count_is_the_cnn_rule_and_grows_by_one_per_stride(num_samples):
         assert (frames - 1) * STRIDE + FIELD <= num_samples < frames * STRIDE + FIELD
     else:
         assert frames == 0
+
+
+@pytest.mark.parametrize("crop_seconds", [None, 0.5])
+def test_examples_skipped_as_bad_are_dropped_from_their_batch(crop_seconds):
+    """``(uid, {})`` is what the dataset returns with ``--bad_utterances skip``."""
+    collate = SSLCollateFn(crop_seconds=crop_seconds, int_pad_value=-1)
+    data = [utterance("u0", 9000), ("bad", {}), utterance("u2", 12000)]
+    ids, batch = collate(data)
+    assert ids == ["u0", "u2"] and batch["speech"].shape[0] == 2
+
+
+def test_a_batch_emptied_by_skipping_is_an_error_naming_its_utterances():
+    with pytest.raises(ValueError, match=r"every utterance of this batch \(b1, b2\)"):
+        SSLCollateFn()([("b1", {}), ("b2", {})])

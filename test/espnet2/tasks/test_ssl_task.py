@@ -6,6 +6,7 @@ import pytest
 
 from espnet2.asr.encoder.transformer_encoder import TransformerEncoder
 from espnet2.ssl.loss.hubert import HuBERTLoss
+from espnet2.ssl.loss.hubert_weighted import WeightedHuBERTLoss
 from espnet2.ssl.loss.wav2vec2 import Wav2Vec2Loss
 from espnet2.ssl.utils.span_mask import SpanMasking
 from espnet2.tasks import ssl as task_module
@@ -14,7 +15,8 @@ from espnet2.tasks.ssl import SSLTask, receptive_field
 
 def test_new_choices_are_registered_next_to_espnet_ones():
     assert task_module.loss_choices.get_class("wav2vec2") is Wav2Vec2Loss
-    assert task_module.loss_choices.get_class("hubert") is HuBERTLoss
+    assert task_module.loss_choices.get_class("hubert") is WeightedHuBERTLoss
+    assert issubclass(WeightedHuBERTLoss, HuBERTLoss)  # ESPnet's, plus sample_size
     assert task_module.util_choices.get_class("mask") is SpanMasking
     encoder = task_module.encoder_choices.get_class("transformer")
     assert issubclass(encoder, TransformerEncoder)
