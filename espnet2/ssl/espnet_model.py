@@ -15,7 +15,9 @@ Every constructor argument and method of ESPnet's ``ESPnetSSLModel`` keeps worki
   skipped steps, and the count is saved in checkpoints;
 * validation masks are deterministic: each utterance's mask is seeded from its audio;
 * ``seen_audio`` counts the audio trained on (all ranks, saved in checkpoints) and the
-  training stats report ``seen_hours``, ``batch_seconds`` and ``update_seconds``.
+  training stats report ``seen_hours``, ``batch_seconds`` and ``update_seconds``;
+* the training stats' ``num_masked_frames`` and ``sample_size`` are those of the global
+  batch (summed over ranks); the loss weight stays the rank's own ``sample_size``.
 
 References: wav2vec 2.0 (Baevski et al., 2020, arXiv:2006.11477); fairseq
 ``fairseq/models/wav2vec/wav2vec2.py`` @ 3d262bb2 (``Wav2Vec2Model.forward``).
@@ -36,11 +38,14 @@ from espnet2.asr.specaug.abs_specaug import AbsSpecAug
 from espnet2.layers.abs_normalize import AbsNormalize
 from espnet2.ssl.loss.abs_loss import AbsSSLLoss
 from espnet2.ssl.utils.grad_multiply import scale_grad
-from espnet2.ssl.utils.seen_audio import SeenAudio
+from espnet2.ssl.utils.seen_audio import SeenAudio, global_sum
 from espnet2.torch_utils.device_funcs import force_gatherable
 from espnet2.train.abs_espnet_model import AbsESPnetModel
 
 MASK_UTILS = ("block_mask", "mask")  # block masking wins when both are configured
+# training counts logged for the global batch (summed over ranks); the loss weight
+# stays this rank's sample_size
+GLOBAL_COUNTS = ("num_masked_frames", "sample_size")
 
 
 def utterance_seeds(speech: torch.Tensor, speech_lengths: torch.Tensor) -> List[int]:
@@ -233,12 +238,28 @@ class ESPnetSSLModel(AbsESPnetModel):
                 )
         stats["loss"] = total_loss.detach().item()
         weight = stats.get("sample_size", speech.shape[0])
+        if self.training:
+            self._sum_counts_over_ranks(stats, speech.device)
         total_loss, stats, weight = force_gatherable(
             (total_loss, stats, weight), total_loss.device
         )
         if self.training:
             self.global_step = self.global_step + 1
         return total_loss, stats, weight
+
+    @staticmethod
+    def _sum_counts_over_ranks(stats: Dict, device: torch.device) -> None:
+        """Replaces this rank's ``GLOBAL_COUNTS`` in ``stats`` by their sums over all
+        ranks (one all_reduce), so the log shows the counts of the global batch, as
+        one process with the combined batch would. Training only, like the seen-audio
+        count: ESPnet's attention plots run eval forwards on rank 0 alone, where a
+        collective would wait forever."""
+        keys = [key for key in GLOBAL_COUNTS if key in stats]
+        if keys:
+            local = torch.tensor(
+                [float(stats[key]) for key in keys], dtype=torch.float64, device=device
+            )
+            stats.update(zip(keys, global_sum(local).tolist()))
 
     def _seen_audio_stats(self, speech_lengths: torch.Tensor) -> Dict[str, float]:
         """Counts a training batch: its seconds (all ranks), last update's, hours."""
