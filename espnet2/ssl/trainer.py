@@ -327,6 +327,13 @@ class SSLTrainer(Trainer):
     @classmethod
     def train_one_epoch(cls, model, iterator, options, **kwargs) -> bool:
         """ESPnet's epoch; True (stop training) also when the budget is spent."""
+        scaler = kwargs.get("scaler")
+        if scaler is not None and not scaler.is_enabled():
+            # torch.cuda.amp.GradScaler disables itself without CUDA (use_amp on a
+            # CPU); ESPnet's skip branch would then call optimizer.step() on the
+            # non-finite gradient it means to skip (weights become NaN)
+            logging.warning("use_amp has no effect without CUDA: training in float32")
+            kwargs["scaler"] = None
         seen_audio = seen_audio_of(model)
         had_updates = False
         if hasattr(getattr(model, "module", model), "num_updates"):

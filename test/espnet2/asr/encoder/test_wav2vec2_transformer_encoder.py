@@ -209,6 +209,29 @@ def test_pos_conv_kernel_and_groups_shape_a_same_padded_weight_normed_conv(
     assert torch.equal(encoder.embed[0](x), want)
 
 
+def test_pos_conv_runs_in_float32_under_cpu_bf16_autocast():
+    """8 channels per group with kernel 8: a shape whose oneDNN bf16 grouped conv
+    is wrong on AMX CPUs (relative error ~1, see ``_embed``)."""
+    encoder = build(
+        input_size=32,
+        output_size=32,
+        pos_conv_kernel_size=8,
+        pos_conv_groups=4,
+        pos_conv_residual=True,
+        embed_layer_norm=True,
+    ).float()
+    x = torch.randn(2, 20, 32, generator=torch.Generator().manual_seed(0))
+    keep = torch.ones(2, 1, 20, dtype=torch.bool)
+    want, _ = encoder._embed(x, keep)
+    reference, _, _ = encoder(x, torch.tensor([20, 20]))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, _ = encoder._embed(x, keep)
+        out, _, _ = encoder(x, torch.tensor([20, 20]))
+    assert got.dtype == torch.float32 and torch.equal(got, want)
+    # the layers run in bf16 (unit roundoff 2**-8): 10 roundoffs in norm
+    assert (out.float() - reference).norm() <= 10 * 2**-8 * reference.norm()
+
+
 @pytest.mark.parametrize(
     "embed_layer_norm, normalize_before, expected",
     [
