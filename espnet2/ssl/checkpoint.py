@@ -440,6 +440,8 @@ class MidEpochSaver:
     def _maybe_save(self, batches_done: int) -> None:
         if self.interval <= 0 or batches_done % self.accum_grad:
             return
+        if batches_done >= self.start + len(self.iterator):
+            return  # the epoch is over: ESPnet's checkpoint.pth follows
         if self.num_updates() - self.last_saved < self.interval:
             return
         state = self.snapshot(batches_done, gather_rng_states())
