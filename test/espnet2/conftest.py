@@ -1,16 +1,25 @@
-"""Fixtures: tiny SSL models built through ESPnet's real SSLTask parser and builder.
+"""Fixtures: tiny SSL models built through ESPnet's real SSLTask parser and builder,
+and a harness for scripts run on several gloo ranks.
 
 Shared by the SSL model and wav2vec 2.0 tests (as fixtures: test/ is not a package).
 Sizes are tiny so that a forward/backward takes milliseconds on a CPU.
 """
 
 import copy
-from typing import Dict, Optional
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
 
 import pytest
 import torch
 
 from espnet2.tasks.ssl import SSLTask
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RANK_TIMEOUT_S = 120  # for each rank's process
 
 CNN_SHAPES = [[16, 10, 5], [16, 3, 2], [16, 3, 2], [16, 3, 2], [16, 3, 2]]
 CNN_SHAPES += [[16, 2, 2], [16, 2, 2]]
@@ -108,3 +117,46 @@ def build_ssl_model():
 def audio_batch():
     """``batch(lengths=(8000, 5600), seed=0) -> (speech, speech_lengths)``."""
     return batch
+
+
+def run_ranks(
+    script: str, tmp_path: Path, *args: str, world_size: int = 2
+) -> List[Any]:
+    """Runs ``python -c script`` once per rank, all at once, and waits for them.
+
+    Each process gets ``sys.argv[1:5] = rank, world_size, init_file, out_json``,
+    then ``args``: it joins the gloo group with ``init_method="file://" +
+    init_file`` and writes its result as JSON to ``out_json``. Asserts that every
+    rank exits with status 0 within RANK_TIMEOUT_S (showing its stderr tail); kills
+    whatever is left either way.
+
+    Returns:
+        Each rank's JSON result, by rank.
+    """
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    init_file = tmp_path / "init"
+    outs = [tmp_path / f"rank{rank}.json" for rank in range(world_size)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(rank), str(world_size),
+             str(init_file), str(outs[rank]), *args],
+            env=env, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        for rank in range(world_size)
+    ]
+    try:
+        for proc in procs:
+            _, stderr = proc.communicate(timeout=RANK_TIMEOUT_S)
+            assert proc.returncode == 0, stderr[-2000:]
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    return [json.loads(out.read_text()) for out in outs]
+
+
+@pytest.fixture
+def run_gloo_ranks():
+    """``run_ranks(script, tmp_path, *args, world_size=2) -> [result of each rank]``
+    (see ``run_ranks`` for the arguments each rank's script gets)."""
+    return run_ranks

@@ -7,16 +7,13 @@ at the first batch that holds one, naming it, the data file and the fix;
 ``--bad_utterances skip`` trains the epoch without both and logs each with the count.
 """
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
 
-from espnet2.ssl.synth.corpus import SynthCorpusConfig, build_corpus
 from espnet2.ssl.targets.frames import cnn_frame_count
 from espnet2.ssl.targets.labels import read_cnn_shapes
 
@@ -40,14 +37,13 @@ def write_labels(data_dir: Path, skip: str = "") -> None:
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
+def corpus(synth_corpus):
     """(corpus root, the NaN utterance, the unlabelled utterance)."""
-    root = tmp_path_factory.mktemp("bad_data")
-    config = SynthCorpusConfig(
-        seed=3, train_minutes=0.3, labeled_minutes=0.05, dev_minutes=0.05,
-        test_minutes=0.05,
+    root = synth_corpus(
+        "bad_data", seed=3, train_minutes=0.3, labeled_minutes=0.05,
+        dev_minutes=0.05, test_minutes=0.05,
+        tokens=[str(i) for i in range(N_CLUSTERS)] + ["<unk>"],
     )  # fmt: skip
-    build_corpus(config, root / "data", root / "audio", show_progress=False)
     train = root / "data/train"
     lines = (train / "wav.scp").read_text().splitlines()
     entries = [line.split(maxsplit=1) for line in lines]
@@ -60,30 +56,32 @@ def corpus(tmp_path_factory):
     (train / "wav.scp").write_text("".join(f"{u} {p}\n" for u, p in entries))
     write_labels(train, skip=unlabelled)
     write_labels(root / "data/dev")
-    tokens = "".join(f"{i}\n" for i in range(N_CLUSTERS)) + "<unk>\n"
-    (root / "tokens.txt").write_text(tokens)
     return root, nan_utt, unlabelled
 
 
-def ssl_train(root: Path, output_dir: str, *extra: str) -> subprocess.CompletedProcess:
-    args = ["--config", str(CONFIG), "--token_list", "tokens.txt", "--token_type"]
-    args += ["word", "--ngpu", "0", "--max_epoch", "1", "--output_dir", output_dir]
-    args += ["--batch_type", "unsorted", "--batch_size", "4"]
-    for name, data in (("train", "data/train"), ("valid", "data/dev")):
-        args += [
-            f"--{name}_data_path_and_name_and_type",
-            f"{data}/wav.scp,speech,sound",
-        ]
-        args += [f"--{name}_data_path_and_name_and_type", f"{data}/labels,text,text"]
-        args += [f"--{name}_shape_file", f"{data}/wav.scp"]
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    cmd = [sys.executable, "-m", "espnet2.bin.ssl_train", *args, *extra]
-    return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
+@pytest.fixture(scope="module")
+def train(ssl_train):
+    """``train(root, output_dir, *extra) -> CompletedProcess`` (any exit status):
+    one epoch of the tiny HuBERT on data/train with labels, validated on data/dev."""
+
+    def run(root: Path, output_dir: str, *extra: str) -> subprocess.CompletedProcess:
+        args = ["--config", str(CONFIG), "--token_list", "tokens.txt"]
+        args += ["--token_type", "word", "--ngpu", "0", "--max_epoch", "1"]
+        args += ["--output_dir", output_dir]
+        args += ["--batch_type", "unsorted", "--batch_size", "4"]
+        for name, data in (("train", "data/train"), ("valid", "data/dev")):
+            field = f"--{name}_data_path_and_name_and_type"
+            args += [field, f"{data}/wav.scp,speech,sound"]
+            args += [field, f"{data}/labels,text,text"]
+            args += [f"--{name}_shape_file", f"{data}/wav.scp"]
+        return ssl_train(root, *args, *extra, check=False)
+
+    return run
 
 
-def test_by_default_the_first_bad_utterance_stops_training_naming_it(corpus):
+def test_by_default_the_first_bad_utterance_stops_training_naming_it(corpus, train):
     root, nan_utt, unlabelled = corpus
-    result = ssl_train(root, "exp_error")
+    result = train(root, "exp_error")
     assert result.returncode != 0
     error = result.stderr.strip().splitlines()[-1]
     assert error.startswith(
@@ -99,19 +97,19 @@ def test_by_default_the_first_bad_utterance_stops_training_naming_it(corpus):
     assert not (root / "exp_error/1epoch.pth").exists()
 
 
-def test_the_check_before_training_stops_at_the_missing_label_first(corpus):
+def test_the_check_before_training_stops_at_the_missing_label_first(corpus, train):
     """NaN samples are found only when loaded; the missing label from its file."""
     root, nan_utt, unlabelled = corpus
-    result = ssl_train(root, "exp_check", "--check_data_before_training", "true")
+    result = train(root, "exp_check", "--check_data_before_training", "true")
     assert result.returncode != 0
     assert "in check_before_training" in result.stderr
     assert f"data/train/labels: utterance '{unlabelled}': has audio in" in result.stderr
     assert not (root / "exp_check/1epoch.pth").exists()
 
 
-def test_skip_trains_without_the_bad_utterances_and_counts_them(corpus):
+def test_skip_trains_without_the_bad_utterances_and_counts_them(corpus, train):
     root, nan_utt, unlabelled = corpus
-    result = ssl_train(root, "exp_skip", "--bad_utterances", "skip")
+    result = train(root, "exp_skip", "--bad_utterances", "skip")
     assert result.returncode == 0, result.stderr[-3000:]
     skips = [line for line in result.stderr.splitlines() if "skipped bad" in line]
     assert len(skips) == 2, skips

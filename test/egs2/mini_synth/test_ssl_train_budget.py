@@ -16,8 +16,6 @@ import pytest
 import soundfile
 import torch
 
-from espnet2.ssl.synth.corpus import SynthCorpusConfig, build_corpus
-
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CONFIG = REPO_ROOT / "egs2/mini_synth/ssl1/conf/tuning/train_ssl_wav2vec2_tiny.yaml"
 CROP_SECONDS = 1.0
@@ -26,51 +24,34 @@ BUDGET = ["--batch_seconds", "8", "--max_device_batch_seconds", "4"]  # 2 x 4 cr
 pytestmark = pytest.mark.recipe
 
 
-def ssl_train(cwd: Path, *args: str) -> str:
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    cmd = [sys.executable, "-m", "espnet2.bin.ssl_train", *args]
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return result.stderr
-
-
 def seen_samples(checkpoint: Path) -> int:
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     return int(state.get("model", state)["seen_audio.seen_samples"])
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("budget")
-    config = SynthCorpusConfig(
-        seed=5, train_minutes=0.5, labeled_minutes=0.1, dev_minutes=0.1,
-        test_minutes=0.1,
+def corpus(synth_corpus) -> Path:
+    return synth_corpus(
+        "budget", seed=5, train_minutes=0.5, labeled_minutes=0.1, dev_minutes=0.1,
+        test_minutes=0.1, collect_stats_config=CONFIG,
     )  # fmt: skip
-    build_corpus(config, root / "data", root / "audio", show_progress=False)
-    (root / "tokens.txt").write_text("<unk>\n")
-    ssl_train(
-        root, *common_args(), "--collect_stats", "true", "--output_dir", "stats",
-        "--train_shape_file", "data/train/wav.scp",
-        "--valid_shape_file", "data/dev/wav.scp",
-    )  # fmt: skip
-    return root
 
 
-def common_args():
-    args = ["--token_list", "tokens.txt", "--token_type", "word", "--ngpu", "0"]
-    args += ["--use_preprocessor", "true", "--config", str(CONFIG)]
-    args += ["--train_data_path_and_name_and_type", "data/train/wav.scp,speech,sound"]
-    args += ["--valid_data_path_and_name_and_type", "data/dev/wav.scp,speech,sound"]
-    return args
+@pytest.fixture(scope="module")
+def train(ssl_train):
+    """``train(corpus, output_dir, *extra) -> stderr``: the budgeted 1 s-crop run."""
 
+    def run(corpus: Path, output_dir: str, *extra: str) -> str:
+        result = ssl_train(
+            corpus, *ssl_train.speech_args(CONFIG), *BUDGET,
+            "--output_dir", output_dir,
+            "--collate_fn_conf", f"crop_seconds={CROP_SECONDS}",
+            "--train_shape_file", "stats/train/speech_shape",
+            "--valid_shape_file", "stats/valid/speech_shape", *extra,
+        )  # fmt: skip
+        return result.stderr
 
-def train(corpus: Path, output_dir: str, *extra: str) -> str:
-    return ssl_train(
-        corpus, *common_args(), *BUDGET, "--output_dir", output_dir,
-        "--collate_fn_conf", f"crop_seconds={CROP_SECONDS}",
-        "--train_shape_file", "stats/train/speech_shape",
-        "--valid_shape_file", "stats/valid/speech_shape", *extra,
-    )  # fmt: skip
+    return run
 
 
 def cropped_epoch_samples(corpus: Path) -> int:
@@ -84,14 +65,14 @@ def cropped_epoch_samples(corpus: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def straight(corpus) -> Path:
+def straight(corpus, train) -> Path:
     log = train(corpus, "straight", "--max_epoch", "2")
     (corpus / "straight" / "stderr.log").write_text(log)
     return corpus / "straight"
 
 
 @pytest.fixture(scope="module")
-def budget_run(corpus):
+def budget_run(corpus, train):
     """Training with a budget of 1.5 epochs of audio: (log, budget in samples)."""
     budget_samples = int(1.5 * cropped_epoch_samples(corpus))
     log = train(
@@ -101,7 +82,7 @@ def budget_run(corpus):
     return log, budget_samples
 
 
-def test_seen_audio_is_exact_and_survives_an_interruption(corpus, straight):
+def test_seen_audio_is_exact_and_survives_an_interruption(corpus, straight, train):
     log = (straight / "stderr.log").read_text()
     seen = seen_samples(straight / "2epoch.pth")
     assert seen == 2 * cropped_epoch_samples(corpus)
@@ -125,7 +106,7 @@ def test_plots_against_updates_and_hours_seen(straight):
 
 
 def test_a_sweep_report_tabulates_hours_seen_and_scores(
-    corpus, straight, budget_run, tmp_path
+    corpus, straight, budget_run, tmp_path, ssl_train
 ):
     """Two finished runs (straight and budget) reported as sweep ``s``; the CER comes
     from the real scorer on a small reference/hypothesis pair."""
@@ -143,7 +124,7 @@ def test_a_sweep_report_tabulates_hours_seen_and_scores(
             [sys.executable, "-m", "espnet2.bin.asr_score", "score", "--ref",
              str(decode / "ref"), "--hyp", str(decode / "text"),
              "--out_dir", str(decode / "score")],
-            check=True, env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
+            check=True, env=ssl_train.environ(),
         )  # fmt: skip
     sweep = tmp_path / "s.yaml"
     sweep.write_text("name: s\nruns:\n  - tag: straight\n  - tag: budget\n")
@@ -174,20 +155,18 @@ def test_max_seen_hours_ends_training_at_the_first_update_past_the_budget(
     assert budget_samples <= seen < budget_samples + 2 * 8 * 16000  # < 2 updates over
 
 
-def test_repeated_non_finite_steps_stop_the_run_with_a_clear_error(corpus):
+def test_repeated_non_finite_steps_stop_the_run_with_a_clear_error(corpus, ssl_train):
     """A learning rate of 1e8 (no schedule) blows the weights up at the first update;
     every later step has a non-finite gradient, is skipped, and after 3 in a row the
     run stops with the cause and the fixes; finished epochs stay on disk."""
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    cmd = [
-        sys.executable, "-m", "espnet2.bin.ssl_train", *common_args(),
+    result = ssl_train(
+        corpus, *ssl_train.speech_args(CONFIG),
         "--output_dir", "nonfinite", "--max_epoch", "20",
         "--train_shape_file", "stats/train/speech_shape",
         "--valid_shape_file", "stats/valid/speech_shape",
         "--scheduler", "none", "--optim_conf", "lr=100000000.0",
-        "--max_nonfinite_steps", "3",
-    ]  # fmt: skip
-    result = subprocess.run(cmd, cwd=corpus, env=env, capture_output=True, text=True)
+        "--max_nonfinite_steps", "3", check=False,
+    )  # fmt: skip
     assert result.returncode != 0
     assert "3 optimizer steps in a row had a non-finite loss or gradient" in (
         result.stderr

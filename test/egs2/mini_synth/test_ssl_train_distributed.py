@@ -35,21 +35,17 @@ here, measured), and so would a wrong gradient; a loss tolerance is no better at
 these learning rates. Made deterministic, the runs agree to 1e-7 (WEIGHT_TOLERANCE).
 """
 
-import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Mapping
 
 import numpy as np
 import pytest
 import soundfile
 import torch
 import yaml
-
-from espnet2.ssl.synth.corpus import SynthCorpusConfig, build_corpus
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CONF_DIR = REPO_ROOT / "egs2/mini_synth/ssl1/conf/tuning"
@@ -102,14 +98,12 @@ pytestmark = pytest.mark.recipe
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
+def corpus(synth_corpus) -> Path:
     """7 training and 3 dev utterances, shape files, random frame labels, tokens."""
-    root = tmp_path_factory.mktemp("dist")
-    config = SynthCorpusConfig(
-        seed=7, train_minutes=0.3, labeled_minutes=0.1, dev_minutes=0.1,
-        test_minutes=0.1,
+    root = synth_corpus(
+        "dist", seed=7, train_minutes=0.3, labeled_minutes=0.1, dev_minutes=0.1,
+        test_minutes=0.1, tokens=None,
     )  # fmt: skip
-    build_corpus(config, root / "data", root / "audio", show_progress=False)
     rng = np.random.default_rng(0)
     for dset in ("train", "dev"):
         shapes, labels = [], []
@@ -143,7 +137,9 @@ def comparable_config(objective: str, path: Path) -> Path:
     return path
 
 
-def ssl_train_args(corpus: Path, objective: str, output_dir: str) -> List[str]:
+def ssl_train_command(
+    ssl_train, corpus: Path, objective: str, output_dir: str
+) -> List[str]:
     config = comparable_config(objective, corpus / f"{objective}.yaml")
     args = ["--config", str(config), "--output_dir", output_dir, "--ngpu", "0"]
     args += ["--token_list", f"tokens_{objective}.txt", "--token_type", "word"]
@@ -158,14 +154,15 @@ def ssl_train_args(corpus: Path, objective: str, output_dir: str) -> List[str]:
     # DDP, so the single process gets the same to make the same batches.
     args += ["--batch_bins", "200000", "--min_batch_size", "2"]
     args += ["--max_epoch", str(EPOCHS), "--use_tensorboard", "false"]
-    return [sys.executable, "-c", SSL_TRAIN, *args]
+    return ssl_train.command(*args, code=SSL_TRAIN)
 
 
-def run_together(jobs: Dict[str, List[str]], cwd: Path) -> Dict[str, int]:
+def run_together(
+    jobs: Dict[str, List[str]], cwd: Path, env: Mapping[str, str]
+) -> Dict[str, int]:
     """Starts every job at once; kills the others as soon as one fails, and all of
     them after TIMEOUT_S (a rank whose peer died waits forever in a collective).
     Each job's stderr goes to ``<cwd>/<name>.log``."""
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1")
     logs = {name: (cwd / f"{name}.log").open("w") for name in jobs}
     procs = {
         name: subprocess.Popen(
@@ -190,7 +187,7 @@ def run_together(jobs: Dict[str, List[str]], cwd: Path) -> Dict[str, int]:
 
 
 @pytest.fixture(scope="module", params=["wav2vec2", "hubert"])
-def runs(request, corpus) -> Dict[str, Path]:
+def runs(request, corpus, ssl_train) -> Dict[str, Path]:
     """One process (``one``) and two gloo ranks (``two``) of the same training, at
     once: their output dirs and the logs with the epoch results."""
     objective = request.param
@@ -198,12 +195,13 @@ def runs(request, corpus) -> Dict[str, Path]:
     init = f"file://{corpus / (two + '.init')}"
     dist = ["--dist_backend", "gloo", "--dist_init_method", init]
     dist += ["--dist_world_size", "2", "--multiprocessing_distributed", "false"]
-    jobs = {one: ssl_train_args(corpus, objective, one)}
+    jobs = {one: ssl_train_command(ssl_train, corpus, objective, one)}
     for rank in (0, 1):
-        jobs[f"{two}_rank{rank}"] = ssl_train_args(corpus, objective, two) + [
-            *dist, "--dist_rank", str(rank),
-        ]  # fmt: skip
-    codes = run_together(jobs, corpus)
+        jobs[f"{two}_rank{rank}"] = ssl_train_command(
+            ssl_train, corpus, objective, two
+        ) + [*dist, "--dist_rank", str(rank)]
+    env = ssl_train.environ({"OMP_NUM_THREADS": "1"})
+    codes = run_together(jobs, corpus, env)
     for name, code in codes.items():
         log = (corpus / f"{name}.log").read_text()
         assert code == 0, f"{name}: exit {code} (-9: killed)\n{log[-3000:]}"

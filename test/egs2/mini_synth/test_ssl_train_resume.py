@@ -14,10 +14,8 @@ already differ by about 2e-7 in a few weights (multi-threaded kernels accumulate
 a scheduling-dependent order), so the runs here use one thread.
 """
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,70 +23,54 @@ import pytest
 import torch
 
 from espnet2.ssl.checkpoint import MID_EPOCH_CHECKPOINT, MidEpochState
-from espnet2.ssl.synth.corpus import SynthCorpusConfig, build_corpus
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CONFIG = REPO_ROOT / "egs2/mini_synth/ssl1/conf/tuning/train_ssl_wav2vec2_tiny.yaml"
-ENV = dict(
-    os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"
-)
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # every run here
 KILL_TIMEOUT_S = 300
 
 pytestmark = pytest.mark.recipe
 
 
-def command(output_dir: str, *extra: str) -> list:
-    args = [sys.executable, "-m", "espnet2.bin.ssl_train", "--ngpu", "0"]
-    args += ["--token_list", "tokens.txt", "--token_type", "word"]
-    args += ["--use_preprocessor", "true", "--config", str(CONFIG)]
-    args += ["--train_data_path_and_name_and_type", "data/train/wav.scp,speech,sound"]
-    args += ["--valid_data_path_and_name_and_type", "data/dev/wav.scp,speech,sound"]
-    return args + ["--output_dir", output_dir, *extra]
-
-
-def run(cwd: Path, args: list) -> str:
-    result = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return result.stderr
-
-
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("resume")
-    config = SynthCorpusConfig(
-        seed=11, train_minutes=0.8, labeled_minutes=0.1, dev_minutes=0.1,
-        test_minutes=0.1,
+def corpus(synth_corpus) -> Path:
+    return synth_corpus(
+        "resume", seed=11, train_minutes=0.8, labeled_minutes=0.1, dev_minutes=0.1,
+        test_minutes=0.1, collect_stats_config=CONFIG, env=ONE_THREAD,
     )  # fmt: skip
-    build_corpus(config, root / "data", root / "audio", show_progress=False)
-    (root / "tokens.txt").write_text("<unk>\n")
-    run(root, command("stats", "--collect_stats", "true",
-                      "--train_shape_file", "data/train/wav.scp",
-                      "--valid_shape_file", "data/dev/wav.scp"))  # fmt: skip
-    return root
 
 
-def training(output_dir: str) -> list:
-    """The command of both runs: 2 epochs, 2 s of audio per update in 2 micro-batches
-    of one 1 s crop, a mid-epoch checkpoint every 3 updates, --resume true."""
-    return command(
-        output_dir, "--max_epoch", "2", "--resume", "true",
+def training(ssl_train, output_dir: str) -> list:
+    """The arguments of both runs: 2 epochs, 2 s of audio per update in 2
+    micro-batches of one 1 s crop, a mid-epoch checkpoint every 3 updates,
+    --resume true."""
+    return [
+        *ssl_train.speech_args(CONFIG), "--output_dir", output_dir,
+        "--max_epoch", "2", "--resume", "true",
         "--train_shape_file", "stats/train/speech_shape",
         "--valid_shape_file", "stats/valid/speech_shape",
         "--collate_fn_conf", "crop_seconds=1.0",
         "--batch_seconds", "2", "--max_device_batch_seconds", "1",
         "--save_interval_updates", "3",
-    )  # fmt: skip
+    ]  # fmt: skip
 
 
-def kill_in_epoch(cwd: Path, args: list, output_dir: Path, epoch: int) -> int:
-    """Start ``args``; SIGKILL it once it has a mid-epoch checkpoint of ``epoch``.
+def kill_in_epoch(
+    ssl_train, cwd: Path, args: list, output_dir: Path, epoch: int
+) -> int:
+    """Start ssl_train with ``args``; SIGKILL it once it has a mid-epoch checkpoint
+    of ``epoch``.
 
     Returns:
         The micro-batches of that epoch the checkpoint had done.
     """
     log = open(output_dir.parent / f"{output_dir.name}.killed.log", "w")
-    process = subprocess.Popen(args, cwd=cwd, env=ENV, stderr=log, stdout=log)
-    checkpoint, deadline = output_dir / MID_EPOCH_CHECKPOINT, time.time() + 300
+    process = subprocess.Popen(
+        ssl_train.command(*args), cwd=cwd, env=ssl_train.environ(ONE_THREAD),
+        stderr=log, stdout=log,
+    )  # fmt: skip
+    checkpoint = output_dir / MID_EPOCH_CHECKPOINT
+    deadline = time.time() + KILL_TIMEOUT_S
     try:
         while time.time() < deadline and process.poll() is None:
             if checkpoint.exists():
@@ -110,12 +92,13 @@ def load(path: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def runs(corpus):
+def runs(corpus, ssl_train):
     """(straight output dir, resumed output dir, batches done at the kill, its log)."""
-    run(corpus, training("straight"))
-    done = kill_in_epoch(corpus, training("killed"), corpus / "killed", epoch=2)
+    ssl_train(corpus, *training(ssl_train, "straight"), env=ONE_THREAD)
+    killed = training(ssl_train, "killed")
+    done = kill_in_epoch(ssl_train, corpus, killed, corpus / "killed", epoch=2)
     assert not (corpus / "killed/2epoch.pth").exists()  # killed inside epoch 2
-    log = run(corpus, training("killed"))
+    log = ssl_train(corpus, *killed, env=ONE_THREAD).stderr
     return corpus / "straight", corpus / "killed", done, log
 
 

@@ -4,15 +4,10 @@ Runs ESPnet's real collect-stats and training entry points (Trainer, iterators,
 sound reader) with the mini_synth tiny config on a corpus of about 40 s.
 """
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-
-from espnet2.ssl.synth.corpus import SynthCorpusConfig, build_corpus
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CONFIG = REPO_ROOT / "egs2/mini_synth/ssl1/conf/tuning/train_ssl_wav2vec2_tiny.yaml"
@@ -20,37 +15,14 @@ CONFIG = REPO_ROOT / "egs2/mini_synth/ssl1/conf/tuning/train_ssl_wav2vec2_tiny.y
 pytestmark = pytest.mark.recipe
 
 
-def ssl_train(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    cmd = [sys.executable, "-m", "espnet2.bin.ssl_train", *args]
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return result
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("w2v2")
-    config = SynthCorpusConfig(
-        seed=3,
-        train_minutes=0.7,
-        labeled_minutes=0.1,
-        dev_minutes=0.2,
-        test_minutes=0.1,
-    )
-    build_corpus(config, root / "data", root / "audio", show_progress=False)
-    (root / "tokens.txt").write_text("<unk>\n")
-    common = ["--token_list", "tokens.txt", "--token_type", "word", "--ngpu", "0"]
-    common += ["--use_preprocessor", "true", "--config", str(CONFIG)]
-    data = ["--train_data_path_and_name_and_type", "data/train/wav.scp,speech,sound"]
-    data += ["--valid_data_path_and_name_and_type", "data/dev/wav.scp,speech,sound"]
-    ssl_train(
-        root, *common, *data, "--collect_stats", "true", "--output_dir", "stats",
-        "--train_shape_file", "data/train/wav.scp",
-        "--valid_shape_file", "data/dev/wav.scp",
+def trained(synth_corpus, ssl_train) -> Path:
+    root = synth_corpus(
+        "w2v2", seed=3, train_minutes=0.7, labeled_minutes=0.1, dev_minutes=0.2,
+        test_minutes=0.1, collect_stats_config=CONFIG,
     )  # fmt: skip
     result = ssl_train(
-        root, *common, *data, "--output_dir", "exp",
+        root, *ssl_train.speech_args(CONFIG), "--output_dir", "exp",
         "--train_shape_file", "stats/train/speech_shape",
         "--valid_shape_file", "stats/valid/speech_shape",
         "--max_epoch", "2", "--batch_bins", "200000", "--accum_grad", "2",

@@ -8,16 +8,11 @@ With the previous config (64 entries per group) accuracy stayed at chance for
 hundreds of updates, which this test would have caught.
 """
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-
-from espnet2.ssl.synth.corpus import SynthCorpusConfig, build_corpus
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CONFIG = REPO_ROOT / "egs2/mini_synth/ssl1/conf/tuning/train_ssl_wav2vec2_tiny.yaml"
@@ -26,34 +21,15 @@ EPOCHS, ITERS_PER_EPOCH = 8, 50  # 400 updates of about 19 s of audio each
 pytestmark = pytest.mark.recipe
 
 
-def ssl_train(cwd: Path, *args: str) -> None:
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    cmd = [sys.executable, "-m", "espnet2.bin.ssl_train", *args]
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-4000:]
-
-
 @pytest.fixture(scope="module")
-def valid_stats(tmp_path_factory):
+def valid_stats(synth_corpus, ssl_train):
     """Per-epoch validation stats {epoch: {name: value}} of a short training run."""
-    root = tmp_path_factory.mktemp("w2v2_learns")
-    corpus = SynthCorpusConfig(
-        seed=5, train_minutes=4.0, labeled_minutes=0.5, dev_minutes=0.7,
-        test_minutes=0.1,
-    )  # fmt: skip
-    build_corpus(corpus, root / "data", root / "audio", show_progress=False)
-    (root / "tokens.txt").write_text("<unk>\n")
-    common = ["--token_list", "tokens.txt", "--token_type", "word", "--ngpu", "0"]
-    common += ["--use_preprocessor", "true", "--config", str(CONFIG)]
-    common += ["--train_data_path_and_name_and_type", "data/train/wav.scp,speech,sound"]
-    common += ["--valid_data_path_and_name_and_type", "data/dev/wav.scp,speech,sound"]
-    ssl_train(
-        root, *common, "--collect_stats", "true", "--output_dir", "stats",
-        "--train_shape_file", "data/train/wav.scp",
-        "--valid_shape_file", "data/dev/wav.scp",
+    root = synth_corpus(
+        "w2v2_learns", seed=5, train_minutes=4.0, labeled_minutes=0.5,
+        dev_minutes=0.7, test_minutes=0.1, collect_stats_config=CONFIG,
     )  # fmt: skip
     ssl_train(
-        root, *common, "--output_dir", "exp",
+        root, *ssl_train.speech_args(CONFIG), "--output_dir", "exp",
         "--train_shape_file", "stats/train/speech_shape",
         "--valid_shape_file", "stats/valid/speech_shape",
         "--max_epoch", str(EPOCHS), "--num_iters_per_epoch", str(ITERS_PER_EPOCH),

@@ -3,7 +3,6 @@ generator and statistics states, skipping batches and the mid-epoch saver (end t
 end through ssl_train: test/egs2/mini_synth/test_ssl_train_resume.py)."""
 
 import io
-import json
 import os
 import random
 import signal
@@ -242,9 +241,9 @@ RANK_SCRIPT = """
 import json, sys
 import torch, torch.distributed as dist
 from espnet2.ssl.checkpoint import gather_rng_states, set_rng_state
-rank, init_file, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+rank, world, init_file, out = int(sys.argv[1]), int(sys.argv[2]), *sys.argv[3:5]
 dist.init_process_group("gloo", init_method="file://" + init_file, rank=rank,
-                        world_size=2)
+                        world_size=world)
 torch.manual_seed(100 + rank)  # every rank has its own stream
 states = gather_rng_states()
 own = torch.rand(2).tolist()
@@ -255,22 +254,10 @@ dist.destroy_process_group()
 """
 
 
-def test_every_rank_gets_every_ranks_generator_state_on_gloo(tmp_path):
+def test_every_rank_gets_every_ranks_generator_state_on_gloo(run_gloo_ranks, tmp_path):
     """Each rank can restore the other's stream: rank r's draws after restoring the
     gathered state of rank 1 - r equal rank 1 - r's own draws."""
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", RANK_SCRIPT, str(rank), str(tmp_path / "init"),
-             str(tmp_path / f"rank{rank}.json")],
-            env=env, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        for rank in range(2)
-    ]
-    for proc in procs:
-        _, stderr = proc.communicate(timeout=120)
-        assert proc.returncode == 0, stderr[-2000:]
-    results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    results = run_gloo_ranks(RANK_SCRIPT, tmp_path)
     assert results[0]["own"] != results[1]["own"]
     assert results[0]["other"] == results[1]["own"]
     assert results[1]["other"] == results[0]["own"]

@@ -1,11 +1,6 @@
 """espnet2/ssl/espnet_model.py: the replaced ESPnetSSLModel (built by SSLTask)."""
 
-import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -165,9 +160,9 @@ COUNTS_RANK_SCRIPT = """
 import json, sys
 import torch, torch.distributed as dist
 from espnet2.ssl.espnet_model import ESPnetSSLModel
-rank, init_file, out = int(sys.argv[1]), *sys.argv[2:4]
+rank, world, init_file, out = int(sys.argv[1]), int(sys.argv[2]), *sys.argv[3:5]
 dist.init_process_group("gloo", init_method="file://" + init_file, rank=rank,
-                        world_size=2)
+                        world_size=world)
 stats = {"num_masked_frames": rank + 1.0, "sample_size": 10.0 * (rank + 1), "loss": 5.0}
 ESPnetSSLModel._sum_counts_over_ranks(stats, torch.device("cpu"))
 json.dump(stats, open(out, "w"))
@@ -175,25 +170,10 @@ dist.destroy_process_group()
 """
 
 
-def test_with_two_gloo_ranks_training_counts_are_summed_over_ranks(tmp_path):
+def test_with_two_gloo_ranks_training_counts_are_summed_over_ranks(
+    run_gloo_ranks, tmp_path
+):
     """Rank r counts r + 1 masked frames: both log 3 (the global batch's); the loss
     stays each rank's own."""
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[3]))
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", COUNTS_RANK_SCRIPT, str(rank),
-             str(tmp_path / "init"), str(tmp_path / f"rank{rank}.json")],
-            env=env, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        for rank in range(2)
-    ]
-    try:
-        for proc in procs:
-            _, stderr = proc.communicate(timeout=120)
-            assert proc.returncode == 0, stderr[-2000:]
-    finally:
-        for proc in procs:
-            proc.kill()
-    for rank in range(2):
-        stats = json.loads((tmp_path / f"rank{rank}.json").read_text())
+    for stats in run_gloo_ranks(COUNTS_RANK_SCRIPT, tmp_path):
         assert stats == {"num_masked_frames": 3.0, "sample_size": 30.0, "loss": 5.0}

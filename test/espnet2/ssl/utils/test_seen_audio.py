@@ -1,17 +1,9 @@
 """Tests for espnet2/ssl/utils/seen_audio.py (audio seen in training, all ranks)."""
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 from espnet2.ssl.utils.seen_audio import SeenAudio
-
-REPO_ROOT = Path(__file__).resolve().parents[4]
 
 
 def test_batches_add_their_valid_samples_and_updates_close_the_pending_ones():
@@ -59,20 +51,8 @@ dist.destroy_process_group()
 """
 
 
-def test_with_two_gloo_ranks_every_rank_counts_both_ranks_audio(tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    init_file = tmp_path / "init"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", RANK_SCRIPT, str(rank), "2", str(init_file),
-             str(tmp_path / f"rank{rank}.json")],
-            env=env, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        for rank in range(2)
-    ]
-    for proc in procs:
-        _, stderr = proc.communicate(timeout=120)
-        assert proc.returncode == 0, stderr[-2000:]
-    for rank in range(2):
-        result = json.loads((tmp_path / f"rank{rank}.json").read_text())
+def test_with_two_gloo_ranks_every_rank_counts_both_ranks_audio(
+    run_gloo_ranks, tmp_path
+):
+    for result in run_gloo_ranks(RANK_SCRIPT, tmp_path):
         assert result == [5000, 5000, 5000 / 16000]
