@@ -37,10 +37,10 @@ from espnet2.ssl.data_check import (
     Problem,
     header_problem,
     label_count_problem,
-    listing,
     missing_label_problem,
     samples_problem,
 )
+from espnet2.ssl.targets.labels import listing
 from espnet2.train.dataset import AbsDataset, ESPnetDataset
 
 BAD_UTTERANCES = ("error", "skip")

@@ -17,7 +17,7 @@ with (:mod:`espnet2.ssl.targets.labels`): exactly one label per CNN frame, after
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Optional, Sequence, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 import soundfile
@@ -170,9 +170,3 @@ def missing_label_problem(wav_scp: str) -> Problem:
         "wav.scp (utils/fix_data_dir.sh)."
     )
     return Problem(problem, fix)
-
-
-def listing(names: Sequence[str], most: int = 10) -> str:
-    """At most ``most`` names joined by commas, with the count of the others."""
-    more = len(names) - most
-    return ", ".join(names[:most]) + (f" (and {more} more)" if more > 0 else "")

@@ -221,10 +221,10 @@ def align_labels(
     return kept, diff
 
 
-def _listing(items: Sequence[str]) -> str:
-    """At most ``MAX_LISTED`` items joined, with the count of the others."""
-    shown = ", ".join(items[:MAX_LISTED])
-    more = len(items) - MAX_LISTED
+def listing(items: Sequence[str], most: int = MAX_LISTED) -> str:
+    """At most ``most`` items joined by commas, with the count of the others."""
+    shown = ", ".join(items[:most])
+    more = len(items) - most
     return shown + (f" (and {more} more)" if more > 0 else "")
 
 
@@ -237,7 +237,7 @@ def check_same_utterances(
     if missing:
         raise ValueError(
             f"{len(missing)} utterances of the audio list have no features in "
-            f"{feats_scp}: {_listing(missing)}; dump their features or remove them "
+            f"{feats_scp}: {listing(missing)}; dump their features or remove them "
             "from wav.scp"
         )
 
@@ -307,14 +307,14 @@ def _raise_on_problems(
         raise ValueError(
             f"{len(mismatches)} utterances have a label count that differs from "
             f"the SSL CNN's frame count by more than {tolerance} (labels vs CNN "
-            f"frames, difference): {_listing(mismatches)}; check that the features "
+            f"frames, difference): {listing(mismatches)}; check that the features "
             "come from the same audio (sample rate, no trimming) and the feature "
             "frame rate, or allow small differences with --tolerance"
         )
     if missing:
         raise ValueError(
             f"{len(missing)} utterances of the audio list got no features: "
-            f"{_listing(missing)}; dump their features or remove them from wav.scp"
+            f"{listing(missing)}; dump their features or remove them from wav.scp"
         )
 
 

@@ -8,7 +8,6 @@ from espnet2.ssl.data_check import (
     ExampleRules,
     header_problem,
     label_count_problem,
-    listing,
     samples_problem,
 )
 from espnet2.ssl.targets.frames import (
@@ -16,6 +15,7 @@ from espnet2.ssl.targets.frames import (
     cnn_frame_count,
     kaldi_frame_count,
 )
+from espnet2.ssl.targets.labels import listing
 
 RULES = ExampleRules(sample_rate=16000, cnn_shapes=WAV2VEC2_CNN_SHAPES)
 
