@@ -35,6 +35,7 @@ OVERRIDABLE = ("frontend_conf", "preencoder_conf", "encoder_conf", "model_conf")
 
 
 def get_parser() -> argparse.ArgumentParser:
+    """The command line of ``ssl_plan`` (see the module docstring)."""
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -106,6 +107,19 @@ def load_config(args: argparse.Namespace) -> Dict:
 
 
 def main(cmd: Optional[List[str]] = None) -> Dict:
+    """Plans a run, prints the markdown table and writes ``--output`` if given.
+
+    Args:
+        cmd: Command-line arguments; None reads ``sys.argv``.
+
+    Returns:
+        The plan of ``espnet2.ssl.planner.plan`` with the arguments under
+        ``"arguments"`` (what ``--output`` holds as JSON).
+
+    Raises:
+        SystemExit: Not exactly one of ``--seen_hours``, ``--updates``,
+            ``--gpu_hours``, a missing config, or a plan that cannot be made.
+    """
     args = get_parser().parse_args(cmd)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s (%(module)s) %(levelname)s: %(message)s"

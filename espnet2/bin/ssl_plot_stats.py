@@ -26,6 +26,7 @@ TOOL = "ssl_plot_stats"
 
 
 def get_parser() -> argparse.ArgumentParser:
+    """The command line of ``ssl_plot_stats`` (see the module docstring)."""
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -39,6 +40,14 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def main(cmd: Optional[Sequence[str]] = None) -> None:
+    """Writes one PNG per statistic of ``exp_dir`` into ``--out_dir``.
+
+    Args:
+        cmd: Command-line arguments; None reads ``sys.argv``.
+
+    A missing ``checkpoint.pth`` / ``seen_audio.jsonl`` or an experiment without a
+    finished epoch is reported as one error line and exit status 1.
+    """
     args = get_parser().parse_args(cmd)
     start_tool_logging(TOOL, args, args.log_level)
     try:

@@ -32,6 +32,7 @@ TOOL = "ssl_sweep"
 
 
 def get_parser() -> argparse.ArgumentParser:
+    """The command line of ``ssl_sweep`` (see the module docstring)."""
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -71,6 +72,15 @@ def run_all(sweep, args: argparse.Namespace) -> None:
 
 
 def main(cmd: Optional[Sequence[str]] = None) -> None:
+    """Runs a sweep (``run``) and prints its markdown table (``run``, ``report``).
+
+    With ``--dry_run`` only the ``run.sh`` command lines are printed. A bad sweep
+    YAML, a missing ``./run.sh``, a failed run or a run that cannot be reported is
+    one error line and exit status 1.
+
+    Args:
+        cmd: Command-line arguments; None reads ``sys.argv``.
+    """
     args = get_parser().parse_args(cmd)
     start_tool_logging(TOOL, args, args.log_level)
     try:

@@ -65,6 +65,16 @@ class DataDirError(ValueError):
         utt: Optional[str] = None,
         id_kind: str = "utterance",
     ):
+        """Stores the parts and formats the message from them.
+
+        Args:
+            path: The file with the problem.
+            problem: What is wrong, one sentence without the final period.
+            fix: How to fix it, one or two sentences.
+            line: 1-based line number in ``path``; None for a file-level problem.
+            utt: The id on that line, or None.
+            id_kind: What ``utt`` names: ``"utterance"`` or ``"speaker"``.
+        """
         self.path = str(path)
         self.problem = problem
         self.fix = fix

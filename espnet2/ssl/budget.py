@@ -41,6 +41,7 @@ class BatchPlan:
     update_seconds: float  # what one update realises (== target for numel)
 
     def as_dict(self) -> Dict:
+        """The fields as a plain ``{name: value}`` dict (for logs and YAML)."""
         return dataclasses.asdict(self)
 
 

@@ -89,9 +89,11 @@ class CheckedDataset(AbsDataset):
         self.skipped = multiprocessing.Value("q", 0)  # shared with loader workers
 
     def has_name(self, name) -> bool:
+        """True when the wrapped dataset has data ``name`` (ESPnet's interface)."""
         return self.dataset.has_name(name)
 
     def names(self) -> Tuple[str, ...]:
+        """The wrapped dataset's data names, e.g. ``("speech", "text")``."""
         return self.dataset.names()
 
     def __iter__(self):

@@ -46,6 +46,16 @@ RUN_KEYS = {"tag", "args", "ssl_args", "asr_args"}
 
 @dataclasses.dataclass
 class SweepRun:
+    """One point of a sweep, with the sweep-wide options already merged in.
+
+    Attributes:
+        tag: The run's name, unique in the sweep (in its experiment dirs' names).
+        args: ``run.sh`` options: the sweep's ``args``, then the run's.
+        ssl_args: ``--ssl_args`` for ``espnet2.bin.ssl_train`` (sweep's, then
+            run's, joined by a space; empty for none).
+        asr_args: ``--asr_args`` for ``espnet2.bin.asr_train``, merged the same way.
+    """
+
     tag: str
     args: List[str]
     ssl_args: str
@@ -54,14 +64,24 @@ class SweepRun:
 
 @dataclasses.dataclass
 class Sweep:
+    """A sweep as ``load_sweep`` reads it.
+
+    Attributes:
+        name: The sweep's name (``sweep_<name>`` output dir, experiment tags).
+        metric: The score reported and plotted: ``cer`` or ``wer``.
+        runs: The points, in the YAML's order.
+    """
+
     name: str
     metric: str
     runs: List[SweepRun]
 
     def ssl_tag(self, run: SweepRun) -> str:
+        """``--ssl_tag`` of ``run``: its pretraining dir is ``<expdir>/<ssl_tag>``."""
         return f"ssl_{self.name}_{run.tag}"
 
     def asr_tag(self, run: SweepRun) -> str:
+        """``--asr_tag`` of ``run``: its fine-tuning dir is ``<expdir>/<asr_tag>``."""
         return f"asr_{self.name}_{run.tag}"
 
 

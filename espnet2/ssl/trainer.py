@@ -53,6 +53,17 @@ from espnet2.utils.types import float_or_none
 
 @dataclasses.dataclass
 class SSLTrainerOptions(TrainerOptions):
+    """ESPnet's ``TrainerOptions`` plus the options of ``SSLTrainer.add_arguments``.
+
+    Attributes:
+        max_seen_hours: Budget in hours of audio seen (all GPUs, after cropping);
+            None: no budget (``max_epoch`` decides).
+        max_nonfinite_steps: Skipped (non-finite) optimizer steps in a row that
+            stop the run with ``NonFiniteStepsError``.
+        save_interval_updates: Optimizer updates between mid-epoch checkpoints;
+            0: none.
+    """
+
     max_seen_hours: Optional[float]
     max_nonfinite_steps: int
     save_interval_updates: int
@@ -72,6 +83,15 @@ class NonFiniteGuard:
     """
 
     def __init__(self, iterator: Iterable, model, accum_grad: int, max_in_a_row: int):
+        """Reads the model's update count and the skips in a row carried over.
+
+        Args:
+            iterator: The epoch's training batches.
+            model: The SSL model (possibly DDP-wrapped); it must have the
+                ``num_updates`` buffer of ``espnet2/ssl/espnet_model.py``.
+            accum_grad: Micro-batches per optimizer update.
+            max_in_a_row: Skipped steps in a row that raise ``NonFiniteStepsError``.
+        """
         self.iterator = iterator
         self.model = getattr(model, "module", model)
         self.accum_grad = accum_grad
@@ -138,6 +158,14 @@ class SeenHoursBudget:
     def __init__(
         self, iterator: Iterable, seen_audio, max_seen_hours: float, accum_grad: int
     ):
+        """Keeps the counter to read at each update boundary.
+
+        Args:
+            iterator: The epoch's training batches.
+            seen_audio: The model's ``SeenAudio`` counter (``seen_audio_of``).
+            max_seen_hours: The budget in hours of audio seen, all ranks.
+            accum_grad: Micro-batches per optimizer update.
+        """
         self.iterator = iterator
         self.seen_audio = seen_audio
         self.max_seen_hours = max_seen_hours
@@ -148,6 +176,7 @@ class SeenHoursBudget:
         return len(self.iterator)  # ESPnet derives its log interval from it
 
     def exceeded(self) -> bool:
+        """True once the counter has reached ``max_seen_hours``."""
         return self.seen_audio.seen_hours() >= self.max_seen_hours
 
     def _check(self, micro_batches: int) -> bool:
@@ -176,6 +205,7 @@ SEEN_AUDIO_LOG = "seen_audio.jsonl"
 
 
 def is_main_rank() -> bool:
+    """True without torch.distributed, or on rank 0 (the rank that writes logs)."""
     return not dist.is_initialized() or dist.get_rank() == 0
 
 
@@ -186,10 +216,13 @@ class SSLTrainer(Trainer):
     @classmethod
     @typechecked
     def build_options(cls, args: argparse.Namespace) -> TrainerOptions:
+        """The parsed command line as ``SSLTrainerOptions`` (ESPnet's interface)."""
         return build_dataclass(SSLTrainerOptions, args)
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser):
+        """Adds ``--max_seen_hours``, ``--save_interval_updates`` and
+        ``--max_nonfinite_steps`` to ESPnet's trainer options."""
         group = parser.add_argument_group("Seen-audio budget")
         group.add_argument(
             "--max_seen_hours",

@@ -470,6 +470,7 @@ class SSLTask(AbsTask):
     def required_data_names(
         cls, train: bool = True, inference: bool = False
     ) -> Tuple[str, ...]:
+        """Data every example needs: ``speech`` (the ``wav.scp``)."""
         return ("speech",)
 
     @classmethod
@@ -477,6 +478,7 @@ class SSLTask(AbsTask):
     def optional_data_names(
         cls, train: bool = True, inference: bool = False
     ) -> Tuple[str, ...]:
+        """Data an example may have: ``text``, the frame labels (HuBERT targets)."""
         return ("text",)
 
     @classmethod

@@ -132,6 +132,15 @@ class SelfAttentionMixer(torch.nn.Module):
 
     @typechecked
     def __init__(self, size: int, heads: int, dropout_rate: float, relative: bool):
+        """Builds ESPnet's attention module.
+
+        Args:
+            size: Model width D (divisible by ``heads``).
+            heads: Number of attention heads.
+            dropout_rate: Dropout on the attention weights.
+            relative: Use relative-position attention (``pos_enc_layer_type:
+                rel_pos``); ``forward`` then needs ``pos_emb``.
+        """
         super().__init__()
         self.relative = relative
         if relative:
@@ -393,6 +402,7 @@ class SummaryMixingEncoder(AbsEncoder):
         self.after_norm = torch.nn.LayerNorm(output_size, eps=layer_norm_eps)
 
     def output_size(self) -> int:
+        """Returns the width D of every block's output (``output_size``)."""
         return self._output_size
 
     def forward(

@@ -93,6 +93,15 @@ class FeatureDumper(abc.ABC):
     sample_rate: int = SAMPLE_RATE
 
     def __init__(self, device: str = "auto"):
+        """Resolves the device.
+
+        Args:
+            device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``
+                (see ``resolve_device``).
+
+        Raises:
+            FeatureDumpError: For CUDA when no GPU is visible, or an unknown name.
+        """
         self.device = resolve_device(device)
 
     @property
