@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""Pack a pretrained SSL model with its model card, and lay out its hub folder.
+
+Usage (from a recipe dir; stages 6 and 9 of ``egs2/TEMPLATE/ssl1/ssl.sh``)::
+
+    # model zoo zip: config, checkpoint, README.md card, model_card.json and, for
+    # HuBERT, the token list and k-means centroids the labels were made with
+    python -m espnet2.bin.ssl_pack pack --exp_dir exp/ssl_hubert_tiny \\
+        --model_file exp/ssl_hubert_tiny/valid.loss.best.pth \\
+        --train_data dump/raw/train --valid_data dump/raw/dev \\
+        --recipe mini_synth/ssl1 [--results exp/asr_ssl_hubert_tiny/RESULTS.md] \\
+        --outpath exp/ssl_hubert_tiny/ssl_hubert_tiny.zip
+
+    # Hugging Face hub folder of that zip (prints the upload command, runs nothing
+    # on the network)
+    python -m espnet2.bin.ssl_pack hub --zip exp/ssl_hubert_tiny/release/x.zip \\
+        --out_dir exp/ssl_hubert_tiny/release/hf_hub --hf_repo user/x \\
+        [--transformers_dir exp/ssl_hubert_tiny/release/transformers]
+
+The zip unpacks with ``espnet_model_zoo``'s
+``ModelDownloader().download_and_unpack("x.zip")``, whose dict gives
+``ssl_train_config`` and ``ssl_model_file`` for ``SSLTask.build_model_from_file``
+(and ``token_list``, ``kmeans_centroids`` for HuBERT); see
+:mod:`espnet2.ssl.packing`. A missing file is one message naming it and the stage to
+run, with exit status 1.
+"""
+
+import argparse
+import json
+import logging
+import zipfile
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import yaml
+
+from espnet2.ssl.model_card import ModelCardError, collect_facts, render_card
+from espnet2.ssl.packing import (
+    PackError,
+    copy_targets,
+    hub_files,
+    pack_model,
+    upload_command,
+    write_hub_folder,
+)
+from espnet2.ssl.targets.dumpers.base import FeatureDumpError
+from espnet2.utils.tool_logging import (
+    add_log_level_argument,
+    exit_with_error,
+    start_tool_logging,
+)
+
+TOOL = "ssl_pack"
+ERRORS = (PackError, ModelCardError, FeatureDumpError, OSError, zipfile.BadZipFile)
+ERRORS += (yaml.YAMLError,)
+
+
+def _add_pack_parser(subparsers: Any) -> None:
+    """The ``pack`` subcommand: model card and zip."""
+    pack = subparsers.add_parser(
+        "pack",
+        help="write the model card and the model zoo zip",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    pack.add_argument("--exp_dir", required=True, help="the ssl_train output dir")
+    pack.add_argument("--model_file", required=True, help="checkpoint to pack")
+    pack.add_argument("--train_data", default=None, help="pretraining data dir")
+    pack.add_argument("--valid_data", default=None, help="validation data dir")
+    pack.add_argument(
+        "--results",
+        action="append",
+        default=[],
+        help="RESULTS.md of a fine-tuning (repeatable; missing files are skipped)",
+    )
+    pack.add_argument("--recipe", default=None, help="e.g. librispeech/ssl1")
+    pack.add_argument(
+        "--description",
+        action="append",
+        default=[],
+        help="a line of the card's recipe notes (repeatable)",
+    )
+    pack.add_argument("--license", default="cc-by-4.0", help="hub license id")
+    pack.add_argument("--language", default="en", help="ISO 639-1 code")
+    pack.add_argument("--outpath", required=True, help="the zip to write")
+
+
+def _add_hub_parser(subparsers: Any) -> None:
+    """The ``hub`` subcommand: the folder to upload to the Hugging Face hub."""
+    hub = subparsers.add_parser(
+        "hub",
+        help="lay out the Hugging Face hub folder of a packed model",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    hub.add_argument("--zip", required=True, help="a zip written by 'pack'")
+    hub.add_argument("--out_dir", required=True, help="the folder (replaced)")
+    hub.add_argument("--hf_repo", required=True, help="<user or org>/<name>")
+    hub.add_argument(
+        "--transformers_dir",
+        default=None,
+        help="ssl_hf_convert --to_hf output to put beside the ESPnet files",
+    )
+
+
+def get_parser() -> argparse.ArgumentParser:
+    """Build the command-line parser.
+
+    Returns:
+        The parser for ``ssl_pack`` with the ``pack`` and ``hub`` subcommands.
+    """
+    parser = argparse.ArgumentParser(
+        description="Pack an SSL model for the model zoo and the Hugging Face hub."
+    )
+    add_log_level_argument(parser)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_pack_parser(subparsers)
+    _add_hub_parser(subparsers)
+    return parser
+
+
+def run_pack(args: argparse.Namespace) -> None:
+    """Write ``README.md`` and ``model_card.json`` into the exp, then the zip."""
+    exp = Path(args.exp_dir)
+    if not Path(args.model_file).is_file():
+        raise PackError(f"{args.model_file}: no such model file; train it first")
+    with (exp / "config.yaml").open(encoding="utf-8") as f:
+        extras = copy_targets(yaml.safe_load(f), exp)
+    facts = collect_facts(
+        exp,
+        args.model_file,
+        args.train_data,
+        args.valid_data,
+        args.results,
+        args.recipe,
+    )
+    facts["notes"] = list(args.description)
+    (exp / "model_card.json").write_text(json.dumps(facts, indent=2) + "\n")
+    (exp / "README.md").write_text(render_card(facts, args.license, args.language))
+    extras.setdefault(None, []).extend([exp / "README.md", exp / "model_card.json"])
+    pack_model(exp / "config.yaml", args.model_file, extras, args.outpath)
+
+
+def run_hub(args: argparse.Namespace) -> None:
+    """Write the hub folder and print the upload command."""
+    with zipfile.ZipFile(args.zip) as archive:
+        card = next(
+            (n for n in archive.namelist() if Path(n).name == "README.md"), None
+        )
+        if card is None:
+            raise PackError(
+                f"{args.zip}: no README.md model card; pack it with "
+                "python -m espnet2.bin.ssl_pack pack"
+            )
+        text = archive.read(card).decode("utf-8")
+    out = write_hub_folder(args.zip, args.out_dir, text, args.transformers_dir)
+    logging.info(f"hub folder {out}: {', '.join(hub_files(out))}")
+    print(f"Upload (needs the network and a write token):\n"
+          f"{upload_command(out, args.hf_repo)}")  # fmt: skip
+
+
+def main(cmd: Optional[Sequence[str]] = None) -> None:
+    """Run one subcommand; exit with status 1 and one message on a bad input.
+
+    Args:
+        cmd: Command-line arguments; None reads ``sys.argv``.
+    """
+    args = get_parser().parse_args(cmd)
+    start_tool_logging(TOOL, args, args.log_level)
+    try:
+        run_pack(args) if args.command == "pack" else run_hub(args)
+    except ERRORS as err:
+        exit_with_error(TOOL, str(err))
+
+
+if __name__ == "__main__":
+    main()
