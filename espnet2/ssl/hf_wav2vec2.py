@@ -3,15 +3,16 @@
 Both directions are exact: parameters are copied bitwise under a fixed key mapping
 (an unknown or missing key is an error, never skipped), and the configs are
 translated field by field. A config that Hugging Face (HF) cannot express is refused
-with a ``ValueError`` naming the option and the reason. ESPnet values that HF has no
-field for (e.g. ``feature_penalty_weight``, the Gumbel temperature schedule) and our
-buffers (``global_step``, ``num_updates``, ``seen_audio.*``) travel in the HF config
-attribute ``espnet_ssl``, so that ours -> HF -> ours restores the same config and a
-bitwise identical state dict.
+with a :class:`NotExpressibleError` (a ``ValueError``) naming the option and the
+reason. ESPnet values that HF has no field for (e.g. ``feature_penalty_weight``, the
+Gumbel temperature schedule) and our buffers (``global_step``, ``num_updates``,
+``seen_audio.*``) travel in the HF config attribute ``espnet_ssl``, so that ours ->
+HF -> ours restores the same config and a bitwise identical state dict.
 
-The state dict keys and their correspondence are in
-:mod:`espnet2.ssl.hf_wav2vec2_keys`; this module translates the configs and
-converts whole models.
+The translation of the shared network (CNN, feature projection, Transformer,
+masking) is written once here; an :class:`HFObjective` adds the rows of one
+objective: :data:`WAV2VEC2` here, HuBERT in :mod:`espnet2.ssl.hf_hubert`. The state
+dict keys and their correspondence are in :mod:`espnet2.ssl.hf_wav2vec2_keys`.
 
 References:
     A. Baevski, H. Zhou, A. Mohamed, M. Auli, "wav2vec 2.0: A Framework for
@@ -30,7 +31,7 @@ import inspect
 from typing import Any, Dict, Mapping, NoReturn, Optional, Tuple
 
 import torch
-from transformers import Wav2Vec2Config, Wav2Vec2ForPreTraining
+from transformers import PreTrainedConfig, Wav2Vec2Config, Wav2Vec2ForPreTraining
 from typeguard import typechecked
 
 from espnet2.asr.encoder.wav2vec2_transformer_encoder import Wav2Vec2TransformerEncoder
@@ -49,23 +50,18 @@ from espnet2.ssl.loss.wav2vec2 import Wav2Vec2Loss
 from espnet2.ssl.utils.span_mask import SpanMasking
 from espnet2.tasks.ssl import SSLTask
 
+Sections = Dict[str, Dict[str, Any]]
 LAYER_NORM_EPS = 1e-5  # torch's default: our feature_norm; HF shares one eps
 NORM_MODE_TO_HF = {"group_norm": "group", "layer_norm": "layer"}
 FFN_ACTIVATIONS = ("gelu", "relu", "swish")  # same names in HF's ACT2FN
 SECTIONS_IN_CONFIG = ("frontend_conf", "preencoder_conf", "encoder_conf", "model_conf")
+ALL_SECTIONS = ("top", *SECTIONS_IN_CONFIG, "loss_conf", "mask_conf")
 
-# ESPnet-only values by config section, with the value a model from HF (which
-# lacks them) gets: fairseq's BASE recipe, or ESPnet's default.
+# ESPnet-only values of the shared network by config section, with the value a
+# model from HF (which lacks them) gets: fairseq's BASE recipe, or ESPnet's default.
 ESPNET_ONLY_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "frontend_conf": {"fs": 16000, "layer_norm_cls": "transposed"},
     "encoder_conf": {"positional_dropout_rate": 0.0, "use_flash_attn": True},
-    "loss_conf": {
-        "cross_sample_negatives": 0,
-        "max_temperature": 2.0,
-        "min_temperature": 0.5,
-        "temperature_decay": 0.999995,
-        "feature_penalty_weight": 10.0,
-    },
     "mask_conf": {"require_same_masks": True},
     "model_conf": {"feature_grad_mult": 0.1, "extract_feats_in_collect_stats": False},
 }
@@ -89,14 +85,6 @@ SAME_VALUE_FIELDS: Tuple[Tuple[str, str, str], ...] = (
     ("encoder_conf", "pos_conv_groups", "num_conv_pos_embedding_groups"),
     ("encoder_conf", "normalize_before", "do_stable_layer_norm"),
     ("model_conf", "input_dropout", "feat_proj_dropout"),
-    ("loss_conf", "feature_dropout", "feat_quantizer_dropout"),
-    ("loss_conf", "num_groups", "num_codevector_groups"),
-    ("loss_conf", "num_entries", "num_codevectors_per_group"),
-    ("loss_conf", "final_dim", "codevector_dim"),
-    ("loss_conf", "final_dim", "proj_codevector_dim"),
-    ("loss_conf", "num_negatives", "num_negatives"),
-    ("loss_conf", "logit_temperature", "contrastive_logits_temperature"),
-    ("loss_conf", "diversity_weight", "diversity_loss_weight"),
     ("mask_conf", "mask_prob", "mask_time_prob"),
     ("mask_conf", "mask_length", "mask_time_length"),
     ("mask_conf", "min_masks", "mask_time_min_masks"),
@@ -104,7 +92,7 @@ SAME_VALUE_FIELDS: Tuple[Tuple[str, str, str], ...] = (
     ("mask_conf", "mask_channel_length", "mask_feature_length"),
 )
 # (section, option, the only value HF can express, why); the reverse direction
-# writes these values.
+# writes these values. The top-level rows are checked first.
 REQUIRED_VALUES: Tuple[Tuple[str, str, Any, str], ...] = (
     ("top", "frontend", "wav2vec_cnn", "HF's feature encoder is the wav2vec 2.0 CNN"),
     ("top", "input_size", None, "HF's input is the waveform"),
@@ -127,23 +115,136 @@ REQUIRED_VALUES: Tuple[Tuple[str, str, Any, str], ...] = (
     ("encoder_conf", "qk_norm", False, "HF's attention has no query/key norm"),
     ("encoder_conf", "interctc_layer_idx", [], "HF has no intermediate CTC"),
     ("encoder_conf", "interctc_use_conditioning", False, "HF has no CTC"),
-    ("loss_conf", "layer", -1, "HF's head reads the last encoder layer"),
-    ("model_conf", "feature_layer_norm", True, "HF always normalises CNN features"),
 )
+TOP_REQUIRED_VALUES = tuple(row for row in REQUIRED_VALUES if row[0] == "top")
 SECTION_NAMES = {"top": "", "loss_conf": "loss.0.conf", "mask_conf": "util.mask.conf"}
 REQUIRED_OPTIONS = (("frontend_conf", "norm_mode"), ("frontend_conf", "conv_mode"))
 REQUIRED_OPTIONS += (("frontend_conf", "bias"), ("preencoder_conf", "output_size"))
 # (normalize_before, embed_layer_norm) of HF's post-LN (BASE) and pre-LN
 # (do_stable_layer_norm, LARGE) encoders: one LayerNorm besides the layers' own.
 ENCODER_LAYER_NORMS = ((False, True), (True, False))
-# (HF field, the only value we can express, why)
+# (HF field, the only value we can express, why); a field the config class lacks
+# passes.
 HF_REQUIRED_VALUES: Tuple[Tuple[str, Any, str], ...] = (
     ("feat_extract_activation", "gelu", "our CNN uses exact GELU"),
     ("layer_norm_eps", LAYER_NORM_EPS, "our feature_norm has torch's eps 1e-5"),
     ("add_adapter", False, "we have no adapter after the encoder"),
     ("adapter_attn_dim", None, "we have no attention adapters"),
     ("apply_spec_augment", True, "our model always masks in pretraining"),
+    ("conv_pos_batch_norm", False, "our positional conv is weight-normed"),
 )
+
+
+class NotExpressibleError(ValueError):
+    """A model the other side cannot express: one line naming the option and why.
+
+    ``espnet2.bin.ssl_hf_convert`` exits with status 3 on it (other bad input: 1),
+    so that a recipe can skip the export of an architecture HF has no class for.
+    """
+
+
+class HFObjective:
+    """One SSL objective on the shared network: its loss and its HF classes.
+
+    The module's tables translate the shared network; a subclass adds its
+    objective's rows (same layout as :data:`SAME_VALUE_FIELDS`,
+    :data:`REQUIRED_VALUES`, :data:`HF_REQUIRED_VALUES`,
+    :data:`ESPNET_ONLY_DEFAULTS`) and may override the three hooks.
+
+    Attributes:
+        loss_name: Our ``loss[0].name``.
+        hf_class_name: The transformers class the export loads as (messages).
+        config_class: Its config class.
+        loss_class: Our loss class (gives the loss options' defaults).
+    """
+
+    loss_name = ""
+    hf_class_name = ""
+    config_class = PreTrainedConfig
+    loss_class: type = object
+    same_value_fields: Tuple[Tuple[str, str, str], ...] = ()
+    required_values: Tuple[Tuple[str, str, Any, str], ...] = ()
+    required_options: Tuple[Tuple[str, str], ...] = ()
+    hf_required_values: Tuple[Tuple[str, Any, str], ...] = ()
+    espnet_only_defaults: Dict[str, Dict[str, Any]] = {}
+
+    def refuse(self, section: str, option: str, value: Any, why: str) -> NoReturn:
+        """Raise :class:`NotExpressibleError` for ``section.option=value``."""
+        name = f"{SECTION_NAMES.get(section, section)}.{option}".lstrip(".")
+        raise NotExpressibleError(
+            f"{name}={value!r} cannot be expressed by transformers' "
+            f"{self.hf_class_name}: {why}"
+        )
+
+    def check(self, sections: Sections) -> None:
+        """Refuse (:meth:`refuse`) what the objective's HF class cannot express."""
+
+    def check_hf(self, config: PreTrainedConfig) -> None:
+        """Refuse (:func:`refuse_hf`) HF fields of the objective we cannot express."""
+
+    def derived_options(self, config: PreTrainedConfig) -> Sections:
+        """The objective's options that are not a copy of one HF field."""
+        return {}
+
+
+def refuse_hf(config: PreTrainedConfig, option: str, why: str) -> NoReturn:
+    """Raise :class:`NotExpressibleError` for the HF field ``option``."""
+    value = getattr(config, option)
+    raise NotExpressibleError(
+        f"Hugging Face {option}={value!r} has no ESPnet form: {why}"
+    )
+
+
+class Wav2Vec2Objective(HFObjective):
+    """wav2vec 2.0 (loss ``wav2vec2``) <-> ``Wav2Vec2ForPreTraining``."""
+
+    loss_name = "wav2vec2"
+    hf_class_name = "Wav2Vec2ForPreTraining"
+    config_class = Wav2Vec2Config
+    loss_class = Wav2Vec2Loss
+    same_value_fields = (
+        ("loss_conf", "feature_dropout", "feat_quantizer_dropout"),
+        ("loss_conf", "num_groups", "num_codevector_groups"),
+        ("loss_conf", "num_entries", "num_codevectors_per_group"),
+        ("loss_conf", "final_dim", "codevector_dim"),
+        ("loss_conf", "final_dim", "proj_codevector_dim"),
+        ("loss_conf", "num_negatives", "num_negatives"),
+        ("loss_conf", "logit_temperature", "contrastive_logits_temperature"),
+        ("loss_conf", "diversity_weight", "diversity_loss_weight"),
+    )
+    required_values = (
+        ("loss_conf", "layer", -1, "HF's head reads the last encoder layer"),
+        ("model_conf", "feature_layer_norm", True, "HF always normalises CNN features"),
+    )
+    espnet_only_defaults = {
+        "loss_conf": {
+            "cross_sample_negatives": 0,
+            "max_temperature": 2.0,
+            "min_temperature": 0.5,
+            "temperature_decay": 0.999995,
+            "feature_penalty_weight": 10.0,
+        },
+    }
+
+    def check(self, sections: Sections) -> None:
+        """The quantizer reads the CNN output."""
+        size = sections["loss_conf"]["feature_size"]
+        if size != sections["frontend_conf"]["shapes"][-1][0]:
+            self.refuse("loss_conf", "feature_size", size, "HF quantizes CNN")
+
+    def check_hf(self, config: PreTrainedConfig) -> None:
+        """Our ``project_q`` keeps the codevector size."""
+        if config.proj_codevector_dim != config.codevector_dim:
+            refuse_hf(
+                config, "proj_codevector_dim", "our project_q keeps codevector_dim"
+            )
+
+    def derived_options(self, config: PreTrainedConfig) -> Sections:
+        """The quantizer's input size is the CNN's output size."""
+        return {"loss_conf": {"feature_size": int(config.conv_dim[-1])}}
+
+
+WAV2VEC2 = Wav2Vec2Objective()
 
 
 @functools.lru_cache(maxsize=1)
@@ -158,68 +259,74 @@ def complete_train_config(train_config: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 def _with_defaults(cls: type, conf: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
-    """``conf`` completed with the defaults of ``cls.__init__``."""
+    """``conf`` completed with the defaults of ``cls.__init__`` (deep copies)."""
     params = inspect.signature(cls.__init__).parameters.values()
     defaults = {p.name: p.default for p in params if p.default is not p.empty}
-    return {**defaults, **dict(conf or {})}
+    return copy.deepcopy({**defaults, **dict(conf or {})})
 
 
-def _refuse(section: str, option: str, value: Any, why: str) -> NoReturn:
-    name = f"{SECTION_NAMES.get(section, section)}.{option}".lstrip(".")
-    raise ValueError(
-        f"{name}={value!r} cannot be expressed by transformers' "
-        f"Wav2Vec2ForPreTraining: {why}"
-    )
+def _check_values(sections: Sections, rows: Tuple, objective: HFObjective) -> None:
+    """Refuse the first (section, option, required, why) row not met."""
+    for section, option, required, why in rows:
+        value = sections[section][option]
+        if (list(value) if isinstance(value, tuple) else value) != required:
+            objective.refuse(section, option, value, why)
 
 
-def _sections(train_config: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
+def _check_top(top: Dict[str, Any], objective: HFObjective) -> None:
+    """Refuse other architectures and objectives before reading their options."""
+    _check_values({"top": top}, TOP_REQUIRED_VALUES, objective)
+    losses = top["loss"] or []
+    if len(losses) != 1 or losses[0].get("name") != objective.loss_name:
+        names = [item.get("name") for item in losses]
+        why = f"its objective is one {objective.loss_name} loss"
+        objective.refuse("top", "loss", names, why)
+
+
+def _sections(train_config: Mapping[str, Any], objective: HFObjective) -> Sections:
     """The model parts of a training config, completed with their defaults."""
     top = complete_train_config(train_config)
-    losses = top["loss"] or []
-    if len(losses) != 1 or losses[0].get("name") != "wav2vec2":
-        names = [item.get("name") for item in losses]
-        _refuse("top", "loss", names, "HF's objective is one wav2vec2 loss")
-    for section, option in REQUIRED_OPTIONS:
-        if option not in (top[section] or {}):
-            raise ValueError(f"{section}.{option} is required (it has no default)")
+    _check_top(top, objective)
     masks = [item.get("conf") for item in top["util"] or [] if item["name"] == "mask"]
-    return {
+    sections = {
         "top": top,
         "frontend_conf": _with_defaults(CNNFrontend, top["frontend_conf"]),
         "preencoder_conf": _with_defaults(LinearProjection, top["preencoder_conf"]),
         "encoder_conf": _with_defaults(Wav2Vec2TransformerEncoder, top["encoder_conf"]),
-        "loss_conf": _with_defaults(Wav2Vec2Loss, losses[0].get("conf")),
+        "loss_conf": _with_defaults(objective.loss_class, top["loss"][0].get("conf")),
         "mask_conf": _with_defaults(SpanMasking, (masks or [{}])[-1]),
         "model_conf": _with_defaults(ESPnetSSLModel, top["model_conf"]),
     }
+    for section, option in REQUIRED_OPTIONS + objective.required_options:
+        if option not in sections[section]:
+            name = f"{SECTION_NAMES.get(section, section)}.{option}"
+            raise ValueError(f"{name} is required (it has no default)")
+    return sections
 
 
-def _check_expressible(sections: Dict[str, Dict[str, Any]]) -> None:
-    """Raise a ValueError naming the first option HF cannot express."""
-    for section, option, required, why in REQUIRED_VALUES:
-        value = sections[section][option]
-        if (list(value) if isinstance(value, tuple) else value) != required:
-            _refuse(section, option, value, why)
+def _check_expressible(sections: Sections, objective: HFObjective) -> None:
+    """Raise a NotExpressibleError naming the first option HF cannot express."""
+    _check_values(sections, REQUIRED_VALUES + objective.required_values, objective)
     frontend, encoder = sections["frontend_conf"], sections["encoder_conf"]
-    loss, mask = sections["loss_conf"], sections["mask_conf"]
+    refuse = objective.refuse
     if frontend["norm_mode"] not in NORM_MODE_TO_HF:
-        _refuse("frontend_conf", "norm_mode", frontend["norm_mode"], "unknown")
+        refuse("frontend_conf", "norm_mode", frontend["norm_mode"], "unknown")
     if encoder["ffn_activation"] not in FFN_ACTIVATIONS:
-        _refuse("encoder_conf", "ffn_activation", encoder["ffn_activation"], "unknown")
+        refuse("encoder_conf", "ffn_activation", encoder["ffn_activation"], "unknown")
     norms = (encoder["normalize_before"], encoder["embed_layer_norm"])
     if norms not in ENCODER_LAYER_NORMS:
         why = f"HF's encoders have {ENCODER_LAYER_NORMS[0]} or {ENCODER_LAYER_NORMS[1]}"
-        _refuse("encoder_conf", "(normalize_before, embed_layer_norm)", norms, why)
+        refuse("encoder_conf", "(normalize_before, embed_layer_norm)", norms, why)
     size = sections["preencoder_conf"]["output_size"]
     if size != encoder["output_size"]:
-        _refuse("preencoder_conf", "output_size", size, "HF projects to hidden_size")
-    if loss["feature_size"] != frontend["shapes"][-1][0]:
-        _refuse("loss_conf", "feature_size", loss["feature_size"], "HF quantizes CNN")
-    if not mask["mask_prob"] > 0:
-        _refuse("mask_conf", "mask_prob", mask["mask_prob"], "HF drops mask_emb")
+        refuse("preencoder_conf", "output_size", size, "HF projects to hidden_size")
+    if not sections["mask_conf"]["mask_prob"] > 0:
+        mask_prob = sections["mask_conf"]["mask_prob"]
+        refuse("mask_conf", "mask_prob", mask_prob, "HF drops mask_emb")
+    objective.check(sections)
 
 
-def _derived_hf_fields(sections: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+def _derived_hf_fields(sections: Sections) -> Dict[str, Any]:
     """HF fields that are not a copy of one option of ours."""
     frontend, encoder = sections["frontend_conf"], sections["encoder_conf"]
     shapes = [[int(v) for v in shape] for shape in frontend["shapes"]]
@@ -240,13 +347,21 @@ def _derived_hf_fields(sections: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
     )
 
 
+def espnet_only_defaults(objective: HFObjective) -> Sections:
+    """:data:`ESPNET_ONLY_DEFAULTS` with the objective's, by section."""
+    merged = copy.deepcopy(ESPNET_ONLY_DEFAULTS)
+    for section, defaults in objective.espnet_only_defaults.items():
+        merged.setdefault(section, {}).update(copy.deepcopy(defaults))
+    return merged
+
+
 def _espnet_only_values(
-    sections: Dict[str, Dict[str, Any]], buffers: Mapping[str, int]
+    sections: Sections, buffers: Mapping[str, int], objective: HFObjective
 ) -> Dict[str, Any]:
     """The values HF has no field for, by section, and the buffers."""
     extras = {
-        section: {key: sections[section][key] for key in defaults}
-        for section, defaults in ESPNET_ONLY_DEFAULTS.items()
+        section: {key: copy.deepcopy(sections[section][key]) for key in defaults}
+        for section, defaults in espnet_only_defaults(objective).items()
     }
     encoder = sections["encoder_conf"]
     if not encoder["apply_layer_drop"]:  # HF layerdrop is 0: keep the inert rate
@@ -257,57 +372,67 @@ def _espnet_only_values(
 
 
 @typechecked
-def hf_config_from_espnet(
-    train_config: Mapping[str, Any], buffers: Optional[Mapping[str, int]] = None
-) -> Wav2Vec2Config:
-    """Translate our training config to an HF ``Wav2Vec2Config``.
+def translate_config_to_hf(
+    train_config: Mapping[str, Any],
+    objective: HFObjective,
+    buffers: Optional[Mapping[str, int]] = None,
+) -> PreTrainedConfig:
+    """Translate our training config to the objective's HF config.
 
     Args:
         train_config: The training config (``config.yaml`` as a dict, or only its
             model parts); missing options take ``SSLTask``'s and the constructors'
             defaults.
+        objective: E.g. :data:`WAV2VEC2`.
         buffers: Our counters to carry
             (:func:`~espnet2.ssl.hf_wav2vec2_keys.espnet_buffers`); None = 0.
 
     Returns:
-        The HF config; ESPnet-only values and the buffers are in its
-        ``espnet_ssl`` attribute (saved in ``config.json``).
+        The HF config (``objective.config_class``); ESPnet-only values and the
+        buffers are in its ``espnet_ssl`` attribute (saved in ``config.json``).
 
     Raises:
-        ValueError: Naming an option (``section.option=value``) HF cannot express
-            and why.
+        NotExpressibleError: Naming an option (``section.option=value``) HF cannot
+            express and why.
+        ValueError: For an option that is required and missing.
     """
-    sections = _sections(train_config)
-    _check_expressible(sections)
-    fields = {hf: sections[section][ours] for section, ours, hf in SAME_VALUE_FIELDS}
+    sections = _sections(train_config, objective)
+    _check_expressible(sections, objective)
+    rows = SAME_VALUE_FIELDS + objective.same_value_fields
+    fields = {hf: sections[section][ours] for section, ours, hf in rows}
     fields.update(_derived_hf_fields(sections))
-    fields[EXTRAS_ATTRIBUTE] = _espnet_only_values(sections, buffers or {})
-    return Wav2Vec2Config(**fields)
+    fields[EXTRAS_ATTRIBUTE] = _espnet_only_values(sections, buffers or {}, objective)
+    return objective.config_class(**fields)
 
 
-def _check_hf_expressible(config: Wav2Vec2Config) -> None:
-    """Raise a ValueError naming the first HF field we cannot express."""
+@typechecked
+def hf_config_from_espnet(
+    train_config: Mapping[str, Any], buffers: Optional[Mapping[str, int]] = None
+) -> Wav2Vec2Config:
+    """Translate our wav2vec 2.0 training config to an HF ``Wav2Vec2Config``.
 
-    def refuse(option: str, why: str) -> NoReturn:
-        value = getattr(config, option)
-        raise ValueError(f"Hugging Face {option}={value!r} has no ESPnet form: {why}")
+    See :func:`translate_config_to_hf` (``objective`` = :data:`WAV2VEC2`).
+    """
+    return translate_config_to_hf(train_config, WAV2VEC2, buffers)
 
-    for option, required, why in HF_REQUIRED_VALUES:
+
+def _check_hf_expressible(config: PreTrainedConfig, objective: HFObjective) -> None:
+    """Raise a NotExpressibleError naming the first HF field we cannot express."""
+    for option, required, why in HF_REQUIRED_VALUES + objective.hf_required_values:
         if getattr(config, option, required) != required:
-            refuse(option, why)
+            refuse_hf(config, option, why)
     if config.feat_extract_norm not in NORM_MODE_TO_HF.values():
-        refuse("feat_extract_norm", "unknown")
+        refuse_hf(config, "feat_extract_norm", "unknown")
     if config.hidden_act not in FFN_ACTIVATIONS:
-        refuse("hidden_act", f"our FFN supports {FFN_ACTIVATIONS}")
-    if config.proj_codevector_dim != config.codevector_dim:
-        refuse("proj_codevector_dim", "our project_q keeps codevector_dim")
+        refuse_hf(config, "hidden_act", f"our FFN supports {FFN_ACTIVATIONS}")
     if not config.mask_time_prob > 0:
-        refuse("mask_time_prob", "wav2vec 2.0 needs masked frames (mask_prob > 0)")
+        refuse_hf(config, "mask_time_prob", "we need masked frames (mask_prob > 0)")
     if config.mask_feature_prob > 0 and config.mask_feature_min_masks != 0:
-        refuse("mask_feature_min_masks", "our channel masks have no minimum")
+        refuse_hf(config, "mask_feature_min_masks", "our channel masks have no minimum")
+    objective.check_hf(config)
 
 
-def _derived_espnet_options(config: Wav2Vec2Config) -> Dict[str, Dict[str, Any]]:
+def _derived_espnet_options(config: PreTrainedConfig) -> Sections:
     """Our options that are not a copy of one HF field, by section."""
     norm_modes = {hf: ours for ours, hf in NORM_MODE_TO_HF.items()}
     shapes = zip(config.conv_dim, config.conv_kernel, config.conv_stride)
@@ -322,22 +447,23 @@ def _derived_espnet_options(config: Wav2Vec2Config) -> Dict[str, Dict[str, Any]]
             layer_drop_rate=config.layerdrop,
             apply_layer_drop=config.layerdrop > 0,
         ),
-        loss_conf=dict(feature_size=int(config.conv_dim[-1])),
     )
 
 
-def _espnet_sections(config: Wav2Vec2Config) -> Dict[str, Dict[str, Any]]:
+def _espnet_sections(config: PreTrainedConfig, objective: HFObjective) -> Sections:
     """Every option of ours, by section, that an HF config determines."""
-    sections = {name: {} for name in ("top", "preencoder_conf", "model_conf")}
-    sections.update(_derived_espnet_options(config))
-    sections["mask_conf"] = {}
-    for section, option, value, _ in REQUIRED_VALUES:
-        sections[section][option] = value
-    for section, ours, hf in SAME_VALUE_FIELDS:
+    sections = {name: {} for name in ALL_SECTIONS}
+    derived = [_derived_espnet_options(config), objective.derived_options(config)]
+    for options in derived:
+        for section, values in options.items():
+            sections[section].update(values)
+    for section, option, value, _ in REQUIRED_VALUES + objective.required_values:
+        sections[section][option] = copy.deepcopy(value)
+    for section, ours, hf in SAME_VALUE_FIELDS + objective.same_value_fields:
         sections[section][ours] = getattr(config, hf)
     extras = _extras(config)
-    for section, defaults in ESPNET_ONLY_DEFAULTS.items():
-        sections[section].update({**defaults, **extras.get(section, {})})
+    for section, defaults in espnet_only_defaults(objective).items():
+        sections[section].update({**defaults, **copy.deepcopy(extras.get(section, {}))})
     if config.layerdrop > 0:  # HF's value wins over an inert rate in the extras
         sections["encoder_conf"].update(
             layer_drop_rate=config.layerdrop, apply_layer_drop=True
@@ -346,36 +472,49 @@ def _espnet_sections(config: Wav2Vec2Config) -> Dict[str, Dict[str, Any]]:
 
 
 @typechecked
-def espnet_config_from_hf(hf_config: Wav2Vec2Config) -> Dict[str, Any]:
-    """Translate an HF ``Wav2Vec2Config`` to the model part of our training config.
+def translate_config_from_hf(
+    hf_config: PreTrainedConfig, objective: HFObjective
+) -> Dict[str, Any]:
+    """Translate an HF config to the model part of our training config.
 
     ESPnet-only values come from the config's ``espnet_ssl`` attribute when it has
-    one (a model converted from ours), else from :data:`ESPNET_ONLY_DEFAULTS`
+    one (a model converted from ours), else from :func:`espnet_only_defaults`
     (fairseq's BASE recipe).
 
     Args:
-        hf_config: The HF config.
+        hf_config: The HF config of the objective's class.
+        objective: E.g. :data:`WAV2VEC2`.
 
     Returns:
         A dict ``SSLTask.build_model`` accepts once completed with the task's
-        defaults (:func:`complete_train_config`); ``token_list`` is ``["<unk>"]``.
+        defaults (:func:`complete_train_config`); ``token_list`` is ``["<unk>"]``
+        unless the extras carry one.
 
     Raises:
-        ValueError: Naming an HF field we cannot express and why.
+        NotExpressibleError: Naming an HF field we cannot express and why.
     """
-    _check_hf_expressible(hf_config)
-    sections = _espnet_sections(hf_config)
+    _check_hf_expressible(hf_config, objective)
+    sections = _espnet_sections(hf_config, objective)
     return {
-        **sections["top"],
         "token_list": ["<unk>"],
         "token_type": "word",
+        **sections["top"],
         "init": None,
         "specaug_conf": {},
         "normalize_conf": {},
         **{name: sections[name] for name in SECTIONS_IN_CONFIG},
-        "loss": [{"name": "wav2vec2", "conf": sections["loss_conf"]}],
+        "loss": [{"name": objective.loss_name, "conf": sections["loss_conf"]}],
         "util": [{"name": "mask", "conf": sections["mask_conf"]}],
     }
+
+
+@typechecked
+def espnet_config_from_hf(hf_config: Wav2Vec2Config) -> Dict[str, Any]:
+    """Translate an HF ``Wav2Vec2Config`` to the model part of our training config.
+
+    See :func:`translate_config_from_hf` (``objective`` = :data:`WAV2VEC2`).
+    """
+    return translate_config_from_hf(hf_config, WAV2VEC2)
 
 
 # ------------------------------------------------------------------------- models

@@ -1,28 +1,38 @@
-"""State dict keys: our wav2vec 2.0 SSL model <-> transformers' Wav2Vec2ForPreTraining.
+"""State dict keys: our wav2vec 2.0 network <-> transformers' wav2vec 2.0 and HuBERT.
 
-The key mapping used by :mod:`espnet2.ssl.hf_wav2vec2`: every parameter is renamed
-under a fixed rule (an unknown or missing key is an error, never skipped). Legacy
-``weight_g`` / ``weight_v`` weight-norm names are accepted. Our buffers
-``global_step`` / ``num_updates`` and the ``seen_audio`` counters have no place in
-Hugging Face's (HF) state dict and travel in the HF config attribute ``espnet_ssl``.
+The key mapping used by :mod:`espnet2.ssl.hf_wav2vec2` and
+:mod:`espnet2.ssl.hf_hubert`: every parameter is renamed under a fixed rule (an
+unknown or missing key is an error, never skipped). Legacy ``weight_g`` /
+``weight_v`` weight-norm names are accepted. Our buffers ``global_step`` /
+``num_updates`` and the ``seen_audio`` counters have no place in Hugging Face's (HF)
+state dict and travel in the HF config attribute ``espnet_ssl``.
 
-Correspondence of the state dict keys (ours -> HF ``Wav2Vec2ForPreTraining``)::
+Both objectives share one network (HuBERT BASE is wav2vec 2.0 BASE's CNN, feature
+projection and Transformer), so one table maps it; HF nests it under ``wav2vec2.``
+in ``Wav2Vec2ForPreTraining`` and at the top of ``HubertModel`` and
+``Wav2Vec2Model`` (the HF prefix). Correspondence (ours -> HF)::
 
-    frontend.layers.{i}                 wav2vec2.feature_extractor.conv_layers.{i}
-    feature_norm                        wav2vec2.feature_projection.layer_norm
-    preencoder.linear_out               wav2vec2.feature_projection.projection
-    util_modules.mask.mask_embedding    wav2vec2.masked_spec_embed
-    encoder.*                           wav2vec2.encoder.* (ENCODER_KEY_RULES)
+    frontend.layers.{i}                 {prefix}feature_extractor.conv_layers.{i}
+    feature_norm                        {prefix}feature_projection.layer_norm
+    preencoder.linear_out               {prefix}feature_projection.projection
+    util_modules.mask.mask_embedding    {prefix}masked_spec_embed
+    encoder.*                           {prefix}encoder.* (ENCODER_KEY_RULES)
+
+and the heads of the objectives (WAV2VEC2_HEAD_KEY_RULES, HUBERT_HEAD_KEY_RULES)::
+
     losses.0.quantizer.*                quantizer.*
     losses.0.project_q                  project_q
     losses.0.final_proj                 project_hid
+    losses.0.decoder.final_proj         final_proj        (HuBERT, our sidecar file)
+    losses.0.decoder.label_embeddings   label_embeddings  (HuBERT, our sidecar file)
 
 References:
     A. Baevski, H. Zhou, A. Mohamed, M. Auli, "wav2vec 2.0: A Framework for
     Self-Supervised Learning of Speech Representations", NeurIPS 2020,
     arXiv:2006.11477.
-    Hugging Face transformers 5.23.0, ``models/wav2vec2/modeling_wav2vec2.py`` (read
-    for the module names only; no code copied).
+    Hugging Face transformers 5.23.0, ``models/wav2vec2/modeling_wav2vec2.py`` and
+    ``models/hubert/modeling_hubert.py`` (read for the module names only; no code
+    copied).
 """
 
 import functools
@@ -30,7 +40,7 @@ import re
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 import torch
-from transformers import Wav2Vec2Config
+from transformers import PreTrainedConfig
 
 EXTRAS_ATTRIBUTE = "espnet_ssl"  # HF config attribute holding ESPnet-only values
 # no place in HF's state dict: carried by the HF config
@@ -42,10 +52,12 @@ ESPNET_BUFFERS = (
     "seen_audio.last_update_samples",
 )
 PARAMS = ("weight", "bias")
+WAV2VEC2_PREFIX = "wav2vec2."  # Wav2Vec2ForPreTraining's base model attribute
+Rules = Tuple[Tuple[str, str], ...]
 
-# (ESPnet Wav2Vec2TransformerEncoder key, HF Wav2Vec2Encoder key) templates;
-# {layer} is a layer index, {param} "weight" or "bias".
-ENCODER_KEY_RULES: Tuple[Tuple[str, str], ...] = (
+# (ESPnet Wav2Vec2TransformerEncoder key, HF Wav2Vec2Encoder / HubertEncoder key)
+# templates; {layer} is a layer index, {param} "weight" or "bias".
+ENCODER_KEY_RULES: Rules = (
     (
         "embed.0.convs.0.parametrizations.weight.original0",
         "pos_conv_embed.conv.parametrizations.weight.original0",
@@ -82,22 +94,38 @@ LEGACY_WEIGHT_NORM = {
     "weight_g": "parametrizations.weight.original0",
     "weight_v": "parametrizations.weight.original1",
 }
-MODEL_KEY_RULES: Tuple[Tuple[str, str], ...] = (
+# The network outside the encoder; HF keys without the base model's prefix. The
+# first two rules are the CNN's (their layout is read from the keys).
+BACKBONE_KEY_RULES: Rules = (
     (
         "frontend.layers.{layer}.conv.{param}",
-        "wav2vec2.feature_extractor.conv_layers.{layer}.conv.{param}",
+        "feature_extractor.conv_layers.{layer}.conv.{param}",
     ),
     (
         "frontend.layers.{layer}.layer_norm.{param}",
-        "wav2vec2.feature_extractor.conv_layers.{layer}.layer_norm.{param}",
+        "feature_extractor.conv_layers.{layer}.layer_norm.{param}",
     ),
-    ("feature_norm.{param}", "wav2vec2.feature_projection.layer_norm.{param}"),
-    ("preencoder.linear_out.{param}", "wav2vec2.feature_projection.projection.{param}"),
-    ("util_modules.mask.mask_embedding", "wav2vec2.masked_spec_embed"),
+    ("feature_norm.{param}", "feature_projection.layer_norm.{param}"),
+    ("preencoder.linear_out.{param}", "feature_projection.projection.{param}"),
+    ("util_modules.mask.mask_embedding", "masked_spec_embed"),
+)
+FEATURE_NORM_TEMPLATE = BACKBONE_KEY_RULES[2][0]
+WAV2VEC2_HEAD_KEY_RULES: Rules = (
     ("losses.0.quantizer.codevectors", "quantizer.codevectors"),
     ("losses.0.quantizer.weight_proj.{param}", "quantizer.weight_proj.{param}"),
     ("losses.0.project_q.{param}", "project_q.{param}"),
     ("losses.0.final_proj.{param}", "project_hid.{param}"),
+)
+# ESPnet's HuBERTDecoder; HF's HubertModel has no head, so these HF names are
+# those of our sidecar file (espnet2.ssl.hf_hubert).
+HUBERT_HEAD_KEY_RULES: Rules = (
+    ("losses.0.decoder.final_proj.{param}", "final_proj.{param}"),
+    ("losses.0.decoder.label_embeddings.{param}", "label_embeddings.{param}"),
+)
+# Wav2Vec2ForPreTraining outside its encoder (kept for callers of the old name).
+MODEL_KEY_RULES: Rules = (
+    tuple((ours, WAV2VEC2_PREFIX + hf) for ours, hf in BACKBONE_KEY_RULES)
+    + WAV2VEC2_HEAD_KEY_RULES
 )
 _PLACEHOLDERS = {"layer": r"(?P<layer>\d+)", "param": r"(?P<param>weight|bias)"}
 
@@ -113,18 +141,29 @@ def _template_regex(template: str) -> "re.Pattern[str]":
     )
 
 
-def encoder_key_rules(pre_ln: bool = False) -> Tuple[Tuple[str, str], ...]:
+def encoder_key_rules(pre_ln: bool = False) -> Rules:
     """(ours, HF) encoder key templates; ``pre_ln`` = HF ``do_stable_layer_norm``."""
     return ENCODER_KEY_RULES + (PRE_LN_NORM_RULE if pre_ln else POST_LN_NORM_RULE,)
 
 
-def model_key_rules(pre_ln: bool = False) -> Tuple[Tuple[str, str], ...]:
-    """(ours, HF) key templates of the whole pretraining model."""
+def backbone_key_rules(hf_prefix: str = "", pre_ln: bool = False) -> Rules:
+    """(ours, HF) key templates of the shared network, encoder included.
+
+    Args:
+        hf_prefix: The HF base model's prefix: ``"wav2vec2."`` in
+            ``Wav2Vec2ForPreTraining``, ``""`` in ``HubertModel`` and
+            ``Wav2Vec2Model``.
+        pre_ln: HF ``do_stable_layer_norm``.
+    """
     encoder = tuple(
-        (f"encoder.{ours}", f"wav2vec2.encoder.{hf}")
-        for ours, hf in encoder_key_rules(pre_ln)
+        (f"encoder.{ours}", f"encoder.{hf}") for ours, hf in encoder_key_rules(pre_ln)
     )
-    return MODEL_KEY_RULES + encoder
+    return tuple((ours, hf_prefix + hf) for ours, hf in BACKBONE_KEY_RULES + encoder)
+
+
+def model_key_rules(pre_ln: bool = False) -> Rules:
+    """(ours, HF) key templates of the whole wav2vec 2.0 pretraining model."""
+    return backbone_key_rules(WAV2VEC2_PREFIX, pre_ln) + WAV2VEC2_HEAD_KEY_RULES
 
 
 def _canonical_weight_norm(state: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
@@ -208,14 +247,10 @@ def _is_pre_ln(espnet_keys: Iterable[str]) -> bool:
     return any(key.startswith("encoder.after_norm.") for key in espnet_keys)
 
 
-def _expected_espnet_keys(keys: Set[str]) -> Set[str]:
-    """Our parameter keys for the layout that ``keys`` show.
-
-    The layout: CNN and encoder depth (largest index), conv bias, CNN norm on
-    layer 0 only (group) or on every layer, pre- or post-LN encoder.
-    """
+def _expected_frontend_keys(keys: Set[str]) -> Set[str]:
+    """Our CNN keys for the layout ``keys`` show: depth (largest index), conv
+    bias, norm on layer 0 only (group) or on every layer."""
     num_convs = max(_indices(keys, "frontend.layers."), default=-1) + 1
-    num_layers = max(_indices(keys, "encoder.encoders."), default=-1) + 1
     conv_bias = any(re.fullmatch(r"frontend\.layers\.\d+\.conv\.bias", k) for k in keys)
     normed = _indices([k for k in keys if ".layer_norm." in k], "frontend.layers.")
     num_normed = num_convs if any(i > 0 for i in normed) else min(1, num_convs)
@@ -224,22 +259,39 @@ def _expected_espnet_keys(keys: Set[str]) -> Set[str]:
         for i in range(num_convs)
         for param in (PARAMS if conv_bias else ("weight",))
     }
-    expected |= {
+    return expected | {
         f"frontend.layers.{i}.layer_norm.{param}"
         for i in range(num_normed)
         for param in PARAMS
     }
-    for ours, _ in model_key_rules(_is_pre_ln(keys))[2:]:
-        expected |= _expand(ours, num_layers)
+
+
+def _expected_espnet_keys(
+    keys: Set[str], head_rules: Rules, feature_norm: bool
+) -> Set[str]:
+    """Our parameter keys for the layout that ``keys`` show (CNN and encoder depth,
+    pre- or post-LN), with ``feature_norm`` or without, and the head's keys."""
+    num_layers = max(_indices(keys, "encoder.encoders."), default=-1) + 1
+    expected = _expected_frontend_keys(keys)
+    rules = backbone_key_rules("", _is_pre_ln(keys))[2:] + head_rules
+    for ours, _ in rules:
+        if feature_norm or ours != FEATURE_NORM_TEMPLATE:
+            expected |= _expand(ours, num_layers)
     return expected
 
 
-def _check_complete(espnet_keys: Set[str], source: int) -> None:
+def _check_complete(
+    espnet_keys: Set[str],
+    rules: Rules,
+    head_rules: Rules,
+    feature_norm: bool,
+    source: int,
+) -> None:
     """Raise a KeyError naming a missing key, on the ``source`` side (0 = ours)."""
-    missing = sorted(_expected_espnet_keys(espnet_keys) - espnet_keys)
+    expected = _expected_espnet_keys(espnet_keys, head_rules, feature_norm)
+    missing = sorted(expected - espnet_keys)
     if not missing:
         return
-    rules = model_key_rules(_is_pre_ln(espnet_keys))
     shown = _counterpart(missing[0], rules, 0) if source else missing[0]
     side = ("ESPnet", "Hugging Face")[source]
     raise KeyError(f"{side} state dict lacks {shown!r} ({len(missing)} missing)")
@@ -254,8 +306,72 @@ def espnet_buffers(state: Mapping[str, torch.Tensor]) -> Dict[str, int]:
     return {name: int(state[name].item()) for name in ESPNET_BUFFERS if name in state}
 
 
+def espnet_to_hf_keys(
+    state: Mapping[str, torch.Tensor],
+    hf_prefix: str,
+    head_rules: Rules,
+    feature_norm: bool = True,
+) -> Dict[str, Any]:
+    """Rename our ``ESPnetSSLModel`` state dict to HF keys (buffers left out).
+
+    Args:
+        state: Our state dict (one loss at ``losses.0``).
+        hf_prefix: The HF base model's prefix (:func:`backbone_key_rules`).
+        head_rules: The objective's head rules, e.g. ``WAV2VEC2_HEAD_KEY_RULES``.
+        feature_norm: Whether the model has ``feature_norm`` (HF
+            ``feat_proj_layer_norm``).
+
+    Returns:
+        The HF state dict (tensors shared, not copied), with parametrized
+        weight-norm names for the pos conv.
+
+    Raises:
+        KeyError: Naming a key without an HF counterpart, or a missing key.
+    """
+    params = _canonical_weight_norm(state)
+    for name in ESPNET_BUFFERS:
+        params.pop(name, None)
+    rules = backbone_key_rules(hf_prefix, _is_pre_ln(params)) + head_rules
+    converted = _rename(params, rules, source=0)
+    _check_complete(set(params), rules, head_rules, feature_norm, source=0)
+    return converted
+
+
+def hf_to_espnet_keys(
+    state: Mapping[str, torch.Tensor],
+    hf_prefix: str,
+    head_rules: Rules,
+    hf_config: Optional[PreTrainedConfig] = None,
+) -> Dict[str, torch.Tensor]:
+    """Rename an HF state dict (base model and head) to our model's keys.
+
+    Args:
+        state: HF keys; legacy ``weight_g`` / ``weight_v`` names are accepted.
+        hf_prefix: The HF base model's prefix (:func:`backbone_key_rules`).
+        head_rules: The objective's head rules.
+        hf_config: Gives ``do_stable_layer_norm``, ``feat_proj_layer_norm``
+            (absent = True) and the carried buffers (``espnet_ssl["buffers"]``);
+            None = post-LN with zero counters.
+
+    Returns:
+        Our state dict, buffers included ((1,) int64 each).
+
+    Raises:
+        KeyError: Naming a key without a counterpart, or a missing HF key.
+    """
+    pre_ln = bool(getattr(hf_config, "do_stable_layer_norm", False))
+    feature_norm = bool(getattr(hf_config, "feat_proj_layer_norm", True))
+    rules = backbone_key_rules(hf_prefix, pre_ln) + head_rules
+    converted = _rename(state, rules, source=1)
+    _check_complete(set(converted), rules, head_rules, feature_norm, source=1)
+    buffers = _extras(hf_config).get("buffers", {})
+    for name in ESPNET_BUFFERS:
+        converted[name] = torch.tensor([int(buffers.get(name, 0))], dtype=torch.int64)
+    return converted
+
+
 def espnet_to_hf_state_dict(state: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
-    """Rename our ``ESPnetSSLModel`` state dict to ``Wav2Vec2ForPreTraining`` keys.
+    """Rename our wav2vec 2.0 state dict to ``Wav2Vec2ForPreTraining`` keys.
 
     The buffers ``global_step`` and ``num_updates`` have no HF place: they are left
     out here and carried by the config (:func:`espnet_buffers`,
@@ -271,16 +387,11 @@ def espnet_to_hf_state_dict(state: Mapping[str, torch.Tensor]) -> Dict[str, Any]
     Raises:
         KeyError: Naming a key without an HF counterpart, or a missing key.
     """
-    params = _canonical_weight_norm(state)
-    for name in ESPNET_BUFFERS:
-        params.pop(name, None)
-    converted = _rename(params, model_key_rules(_is_pre_ln(params)), source=0)
-    _check_complete(set(params), source=0)
-    return converted
+    return espnet_to_hf_keys(state, WAV2VEC2_PREFIX, WAV2VEC2_HEAD_KEY_RULES)
 
 
 def hf_to_espnet_state_dict(
-    state: Mapping[str, torch.Tensor], hf_config: Optional[Wav2Vec2Config] = None
+    state: Mapping[str, torch.Tensor], hf_config: Optional[PreTrainedConfig] = None
 ) -> Dict[str, torch.Tensor]:
     """Rename a ``Wav2Vec2ForPreTraining`` state dict to our model's keys.
 
@@ -295,15 +406,9 @@ def hf_to_espnet_state_dict(
     Raises:
         KeyError: Naming a key without a counterpart, or a missing HF key.
     """
-    pre_ln = bool(getattr(hf_config, "do_stable_layer_norm", False))
-    converted = _rename(state, model_key_rules(pre_ln), source=1)
-    _check_complete(set(converted), source=1)
-    buffers = _extras(hf_config).get("buffers", {})
-    for name in ESPNET_BUFFERS:
-        converted[name] = torch.tensor([int(buffers.get(name, 0))], dtype=torch.int64)
-    return converted
+    return hf_to_espnet_keys(state, WAV2VEC2_PREFIX, WAV2VEC2_HEAD_KEY_RULES, hf_config)
 
 
-def _extras(hf_config: Optional[Wav2Vec2Config]) -> Dict[str, Any]:
+def _extras(hf_config: Optional[PreTrainedConfig]) -> Dict[str, Any]:
     """The ESPnet-only values carried by an HF config (empty if none)."""
     return dict(getattr(hf_config, EXTRAS_ATTRIBUTE, None) or {})

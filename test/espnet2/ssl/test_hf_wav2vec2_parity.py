@@ -1,7 +1,8 @@
 """espnet2/ssl/hf_wav2vec2.py, hf_wav2vec2_keys.py and espnet2/bin/ssl_hf_convert.py:
 our wav2vec 2.0 model equals transformers' Wav2Vec2ForPreTraining given the same
-weights, audio, mask and negatives; the conversion round-trips bitwise; bad inputs
-are named.
+weights, audio, mask and negatives; its exported folder also loads as Wav2Vec2Model
+with the same hidden states; the conversion round-trips bitwise; bad inputs are
+named.
 
 Relative error = max |ours - HF| / max |HF| over the compared (valid) entries.
 Everything runs in float64 except what both models compute in float32 by design:
@@ -18,7 +19,7 @@ import pytest
 import torch
 import yaml
 from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
-from transformers import Wav2Vec2Config, Wav2Vec2ForPreTraining
+from transformers import Wav2Vec2Config, Wav2Vec2ForPreTraining, Wav2Vec2Model
 from transformers.models.wav2vec2.modeling_wav2vec2 import _sample_negative_indices
 
 from espnet2.bin import ssl_hf_convert
@@ -32,6 +33,7 @@ from espnet2.ssl.hf_wav2vec2 import (
     to_hf,
 )
 from espnet2.ssl.hf_wav2vec2_keys import (
+    PARAMS,
     espnet_to_hf_state_dict,
     hf_to_espnet_state_dict,
 )
@@ -553,9 +555,10 @@ def test_cli_reports_a_config_hf_cannot_express_without_a_traceback(tmp_path, ca
             + ["--ssl_model_file", str(tmp_path / "model.pth")]
             + ["--out_dir", str(tmp_path / "hf")]
         )
-    assert exit_info.value.code == 1
+    assert exit_info.value.code == 3  # not expressible: a recipe skips the export
     stderr = capsys.readouterr().err
-    assert "ssl_hf_convert: error: ValueError: encoder_conf.pos_conv_residual" in stderr
+    expected = "ssl_hf_convert: error: NotExpressibleError: encoder_conf.pos_conv_"
+    assert expected in stderr
     assert "Traceback" not in stderr
 
 
@@ -566,6 +569,98 @@ def test_cli_reports_a_missing_hf_folder(tmp_path, capsys):
         )
     assert exit_info.value.code == 1
     assert "ssl_hf_convert: error: OSError" in capsys.readouterr().err
+
+
+# ------------------------------------------------- exported folders, float32
+# HF's hidden_states[0] is the encoder input after the positional conv (and,
+# post-LN, the encoder's layer_norm): inference_encode has no such output; HF's
+# hidden_states[i] (i >= 1) is our layers[i - 1]. Pre-LN: HF's list ends before
+# the final layer_norm (our layers[-1]); last_hidden_state is our final output.
+# The group-norm CNN sees the padding (previous section), so utterances are
+# compared alone, and a padded batch with the same padded batch.
+
+EXPORT_TOLERANCE = 1e-4  # absolute, float32; measured <= 1.2e-6
+EXPORT_LENGTHS = (8000, 5600, 6400)  # samples
+HEAD_KEYS = {
+    "quantizer.codevectors",
+    *(f"{name}.{p}" for name in ("project_q", "project_hid") for p in PARAMS),
+    *(f"quantizer.weight_proj.{p}" for p in PARAMS),
+}
+
+
+@pytest.fixture(scope="module")
+def exported_wav2vec2(tmp_path_factory):
+    """form -> (our float32 model, HF folder), exported once by the CLI."""
+    cache = {}
+
+    def export(form: str):
+        if form not in cache:
+            config = {"base": TINY_BASE, "large": TINY_LARGE}[form]
+            root = tmp_path_factory.mktemp(form)
+            model = randomized_model(config, torch.float32)
+            (root / "config.yaml").write_text(yaml.safe_dump(config))
+            torch.save(model.state_dict(), root / "model.pth")
+            ssl_hf_convert.main(
+                ["--to_hf", "--ssl_train_config", str(root / "config.yaml")]
+                + ["--ssl_model_file", str(root / "model.pth")]
+                + ["--out_dir", str(root / "hf")]
+            )
+            cache[form] = model, root / "hf"
+        return cache[form]
+
+    return export
+
+
+@pytest.mark.parametrize(
+    "hf_class, left_out",
+    [(Wav2Vec2ForPreTraining, set()), (Wav2Vec2Model, HEAD_KEYS)],
+    ids=["pretraining", "base_model"],
+)
+def test_export_loads_with_nothing_missing_and_only_the_head_left_out(
+    exported_wav2vec2, hf_class, left_out
+):
+    _, hf_dir = exported_wav2vec2("base")
+    _, info = hf_class.from_pretrained(
+        hf_dir, local_files_only=True, output_loading_info=True
+    )
+    assert not info["missing_keys"] and not info["mismatched_keys"], info
+    assert set(info["unexpected_keys"]) == left_out
+
+
+def max_layer_differences(model, hf_model, lengths, attention_mask: bool) -> list:
+    """max |ours - HF| over valid frames: every layer, then the final output."""
+    speech, speech_lengths, mask = audio(lengths, torch.float32)
+    with torch.no_grad():
+        final, layers, frames = model.inference_encode(speech, speech_lengths)
+        out = hf_model(
+            speech,
+            attention_mask=mask if attention_mask else None,
+            output_hidden_states=True,
+        )
+    assert len(out.hidden_states) == len(layers) + 1
+    last = getattr(out, "last_hidden_state", None)  # the pretraining model has none
+    pairs = list(zip(layers, out.hidden_states[1:]))
+    if last is not None:
+        pairs.append((final, last))
+    valid = ~make_pad_mask(frames, maxlen=final.shape[1])
+    return [(ours - theirs)[valid].abs().max().item() for ours, theirs in pairs]
+
+
+@pytest.mark.parametrize("form", ["base", "large"])
+@pytest.mark.parametrize(
+    "hf_class", [Wav2Vec2ForPreTraining, Wav2Vec2Model], ids=["pretraining", "model"]
+)
+def test_every_layer_of_the_export_equals_inference_encode(
+    exported_wav2vec2, form, hf_class
+):
+    model, hf_dir = exported_wav2vec2(form)
+    hf_model = hf_class.from_pretrained(hf_dir, local_files_only=True).eval()
+    assert next(hf_model.parameters()).dtype == torch.float32
+    for length in EXPORT_LENGTHS:
+        errors = max_layer_differences(model, hf_model, (length,), False)
+        assert max(errors) <= EXPORT_TOLERANCE, (length, errors)
+    errors = max_layer_differences(model, hf_model, EXPORT_LENGTHS, True)
+    assert max(errors) <= EXPORT_TOLERANCE, errors
 
 
 # ------------------------------------------------------------------ bad inputs
