@@ -23,17 +23,24 @@
 #   5. Further HuBERT iterations (--ssl_iterations N > 1): for i = 2..N, targets from
 #      layer ${next_target_layer} of iteration i-1's model (${next_n_clusters} clusters),
 #      then pretraining into ${expdir}/<ssl_tag>_iter<i>.
-#   6. Packing for the model zoo: the last iteration's ${ssl_model_name}, its config and a
-#      README.md model card into ${expdir}/<last tag>/<last tag>.zip (espnet2.bin.pack ssl).
+#   6. Packing for the model zoo: the last iteration's ${ssl_model_name}, its config, a
+#      README.md model card (+ model_card.json) and, for HuBERT, the token list and k-means
+#      centroids of its targets into ${expdir}/<last tag>/<last tag>.zip
+#      (espnet2.bin.ssl_pack pack; espnet_model_zoo's ModelDownloader unpacks it).
 #   7. Fine-tuning: a ${token_type} token list of ${labeled_set}, ESPnet's collect-stats,
 #      then espnet2.bin.asr_train with ${asr_config} (CTC, frontend: espnet_ssl loading
-#      the packed zip, unpacked once into <asr exp>/ssl_model/) into ${expdir}/<asr_tag>; with
-#      --asr_baseline true also the same config from an untrained model of the same
-#      architecture into ${expdir}/<asr_tag>_scratch.
+#      the packed zip, or --pretrained_model, unpacked once into <asr exp>/ssl_model/) into
+#      ${expdir}/<asr_tag>; with --asr_baseline true also the same config from an
+#      untrained model of the same architecture into ${expdir}/<asr_tag>_scratch.
 #   8. Decoding and scoring: espnet2.bin.asr_inference (CTC) of every test set in
 #      ${inference_nj} jobs into <asr exp>/decode_<set>/text, WER and CER by
 #      espnet2.bin.asr_score into <asr exp>/decode_<set>/score/, and a table of all
 #      sets (and the baseline) in ${expdir}/<asr_tag>/RESULTS.md.
+#   9. Release: the zip again with the fine-tuning results in its model card into
+#      ${expdir}/<last tag>/release/<last tag>.zip, and the Hugging Face hub folder
+#      release/hf_hub/ (the archive's files, the card as README.md, and the transformers
+#      config.json + weights of espnet2.bin.ssl_hf_convert where the architecture has a
+#      transformers class); the upload command (network, token) is printed, not run.
 set -euo pipefail
 
 log() {
@@ -80,6 +87,7 @@ ssl_model_name=valid.loss.best.pth  # checkpoint used for the next iteration and
 # Fine-tuning (CTC ASR on the labeled set, the packed model as espnet_ssl frontend)
 asr_config=""           # ASR config with frontend: espnet_ssl (required for stages 7-8)
 asr_tag=""              # experiment name (default: asr_<last ssl tag>)
+pretrained_model=""     # fine-tune this packed .zip (or .pth next to its config.yaml) instead of stage 6's
 asr_args=""             # extra options for espnet2.bin.asr_train
 asr_baseline=false      # also fine-tune the same ASR config from an untrained SSL model
 token_type=char         # ASR output units: char or bpe (sentencepiece)
@@ -89,6 +97,8 @@ asr_model_name=valid.loss.best.pth  # ASR checkpoint decoded in stage 8
 inference_nj=4          # parallel decoding jobs per set
 gpu_inference=false     # decode on GPUs (one per job, round robin over --ngpu)
 inference_args=""       # extra options for espnet2.bin.asr_inference
+# Release
+hf_repo=""              # Hugging Face hub repository of stage 9 (default: <your-hf-user>/<last tag>)
 
 help_message=$(cat << EOM
 Usage: $0 --train_set <set> --valid_set <set> [options]
@@ -129,6 +139,7 @@ Options:
     --ssl_model_name      # checkpoint used for the next iteration and packed (default="${ssl_model_name}")
     --asr_config          # ASR fine-tuning config, frontend: espnet_ssl (required for stages 7-8)
     --asr_tag             # fine-tuning experiment name (default: asr_<last ssl tag>)
+    --pretrained_model    # fine-tune this packed .zip or .pth instead of stage 6's (default="${pretrained_model}")
     --asr_args            # extra options for espnet2.bin.asr_train (default="${asr_args}")
     --asr_baseline        # also fine-tune from an untrained SSL model (default="${asr_baseline}")
     --token_type          # char or bpe (default="${token_type}")
@@ -137,6 +148,7 @@ Options:
     --inference_nj        # parallel decoding jobs per set (default="${inference_nj}")
     --gpu_inference       # decode on GPUs (default="${gpu_inference}")
     --inference_args      # extra options for espnet2.bin.asr_inference (default="${inference_args}")
+    --hf_repo             # hub repository of stage 9, <user>/<name> (default: <your-hf-user>/<last tag>)
 EOM
 )
 
@@ -226,8 +238,22 @@ make_targets() {
             --sample_rate "${fs}" --ssl_config "${ssl_config}" \
             --output "${dir}/${dset}/text" --token_list "${dir}/tokens.txt"
     done
+    label_quality "${tag}" "${dir}"
     "${keep_target_feats}" || rm -rf "${dir}/feats"
     echo "${stamp}" > "${dir}/.done"
+}
+
+# label_quality TAG DIR: phone purity, cluster purity and PNMI of DIR's train labels
+# into DIR/quality.json, when the corpus has phone alignments (data/<train>/phones.ctm)
+label_quality() {
+    local tag=$1 dir=$2
+    local ctm="data/${train_set}/phones.ctm"
+    [ -f "${ctm}" ] || return 0
+    log "targets ${tag}: label quality against ${ctm}"
+    python -m espnet2.bin.ssl_label_quality --ctm "${ctm}" \
+        --labels "${tag}=${dir}/${train_set}/text" \
+        --utt2num_samples "${dumpdir}/raw/${train_set}/utt2num_samples" \
+        --sample_rate "${fs}" --common_only true --output "${dir}/quality.json" > /dev/null
 }
 
 # pretrain EXP LABELS K: ssl_train into EXP; LABELS is a targets dir made by make_targets
@@ -334,26 +360,21 @@ final_tag() {
     if [ "${ssl_iterations}" -le 1 ]; then echo "${ssl_tag}"; else echo "${ssl_tag}_iter${ssl_iterations}"; fi
 }
 
-# write_model_card EXP: README.md of the packed model (what, how trained, last scores)
-write_model_card() {
-    local exp=$1
-    local last_valid
-    last_valid=$(grep -o "[0-9]*epoch results: .*" "${exp}/train.log" | tail -n 1 | sed 's/.*\[valid\] //')
-    cat > "${exp}/README.md" << EOF
-# ${exp##*/}: self-supervised speech model (ESPnet SSLTask)
-
-- Recipe: \`$(basename "$(dirname "${PWD}")")/ssl1\`, stages 1-6
-- Pretraining data: \`${train_set}\` (validation: \`${valid_set}\`), ${fs} Hz
-- Config: \`${ssl_config}\` (as trained: \`config.yaml\` in this archive)
-- HuBERT iterations: ${ssl_iterations}; first targets: ${target_type}, k=${n_clusters}; later: layer ${next_target_layer:-middle}, k=${next_n_clusters}
-- Checkpoint: \`${ssl_model_name}\`
-- Last validation scores: ${last_valid}
-- Packed: $(date '+%Y-%m-%d')
-
-Use it as the frontend of an ESPnet ASR model (\`frontend: espnet_ssl\` with this
-archive's config and model file), or dump its layer features for the next k-means:
-\`python -m espnet2.bin.ssl_dump_feats --feature_type ssl --ssl_packed_model <this zip> --layer L ...\`
-EOF
+# pack_ssl EXP ZIP [RESULTS]: EXP's ${ssl_model_name} with its model card (and the
+# fine-tuning results RESULTS, if any) and HuBERT's targets into ZIP
+pack_ssl() {
+    local exp=$1 zip=$2 results=${3:-}
+    local opts=()
+    [ -z "${results}" ] || opts+=(--results "${results}")
+    mkdir -p "$(dirname "${zip}")"
+    python -m espnet2.bin.ssl_pack pack --exp_dir "${exp}" \
+        --model_file "${exp}/${ssl_model_name}" \
+        --train_data "${dumpdir}/raw/${train_set}" --valid_data "${dumpdir}/raw/${valid_set}" \
+        --recipe "$(basename "$(dirname "${PWD}")")/ssl1" \
+        --description "Config: \`${ssl_config}\` (as trained: \`config.yaml\` in this archive)" \
+        --description "HuBERT iterations: ${ssl_iterations}; first targets: ${target_type}, k=${n_clusters}; later: layer ${next_target_layer:-middle}, k=${next_n_clusters}" \
+        "${opts[@]}" --outpath "${zip}" > "${exp}/pack.log" 2>&1 \
+        || { log "Error: packing failed; see ${exp}/pack.log"; tail -n 5 "${exp}/pack.log" >&2; exit 1; }
 }
 
 # first_targets_tag: the targets dir name of iteration 1
@@ -462,14 +483,33 @@ finetune() {
 # untrained_model: a model of the last SSL model's architecture with fresh weights (the
 # from-scratch baseline); prints its path
 untrained_model() {
-    local dir="${expdir}/$(final_tag)_untrained"
-    local stamp="config=$(model_stamp "${expdir}/$(final_tag)/config.yaml")"
+    local dir="${expdir}/$(final_tag)_untrained" config="${expdir}/$(final_tag)/config.yaml"
+    if [ -n "${pretrained_model}" ]; then
+        dir="${expdir}/${asr_tag}_untrained"
+        config=$(pretrained_config)
+    fi
+    local stamp="config=$(model_stamp "${config}")"
     if ! is_done "${dir}/.done" "${stamp}"; then
         python -m espnet2.bin.ssl_recipe_config untrained_model \
-            "${expdir}/$(final_tag)/config.yaml" "${dir}" --seed 0 >&2
+            "${config}" "${dir}" --seed 0 >&2
         echo "${stamp}" > "${dir}/.done"
     fi
     echo "${dir}/untrained.pth"
+}
+
+# ssl_model: the SSL model stage 7 fine-tunes (--pretrained_model, else stage 6's zip)
+ssl_model() {
+    if [ -n "${pretrained_model}" ]; then echo "${pretrained_model}"; else
+        echo "${expdir}/$(final_tag)/$(final_tag).zip"; fi
+}
+
+# pretrained_config: the config.yaml of --pretrained_model (a zip: its copy that
+# stage 7 unpacked into <asr exp>/ssl_model/)
+pretrained_config() {
+    case "${pretrained_model}" in
+        *.zip) find "${expdir}/${asr_tag}/ssl_model" -name config.yaml | head -n 1 ;;
+        *) echo "$(dirname "${pretrained_model}")/config.yaml" ;;
+    esac
 }
 
 # asr_exps: the fine-tuning experiments, "name=dir" (the baseline when asked for)
@@ -620,10 +660,7 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
         log "Stage 6: already done with the same options; skipping"
     else
         rm -f "${exp}/.pack.done" "${zip}"
-        write_model_card "${exp}"
-        python -m espnet2.bin.pack ssl --ssl_train_config "${exp}/config.yaml" \
-            --ssl_model_file "${exp}/${ssl_model_name}" --option "${exp}/README.md" \
-            --outpath "${zip}"
+        pack_ssl "${exp}" "${zip}"
         echo "${stamp}" > "${exp}/.pack.done"
     fi
 fi
@@ -637,9 +674,16 @@ asr_data_opts=(
 )
 
 if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
-    zip="${expdir}/$(final_tag)/$(final_tag).zip"
+    zip=$(ssl_model)
     log "Stage 7: Fine-tuning ${zip} on ${labeled_set} with ${asr_config} into ${expdir}/${asr_tag}"
-    [ -f "${zip}" ] || { log "Error: ${zip} does not exist; run stage 6 first"; exit 1; }
+    if [ ! -f "${zip}" ]; then
+        if [ -n "${pretrained_model}" ]; then
+            log "Error: --pretrained_model ${zip} does not exist (a packed .zip, or a .pth next to its config.yaml; a model zoo or hub name: espnet_model_zoo_download --unpack true NAME prints the unpacked ssl_model_file to pass)"
+        else
+            log "Error: ${zip} does not exist; run stage 6 first"
+        fi
+        exit 1
+    fi
     make_token_list
     finetune "${expdir}/${asr_tag}" "${zip}"
     if "${asr_baseline}"; then
@@ -662,7 +706,7 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
     tokens="${token_type}"
     [ "${token_type}" != bpe ] || tokens+=" (${nbpe})"
     notes=(
-        --description "SSL model: ${expdir}/$(final_tag)/$(final_tag).zip (${ssl_config}, ${ssl_iterations} iteration(s))"
+        --description "SSL model: $(ssl_model)$([ -n "${pretrained_model}" ] || echo " (${ssl_config}, ${ssl_iterations} iteration(s))")"
         --description "Fine-tuning: ${asr_config} on ${labeled_set}, ${tokens} tokens, checkpoint ${asr_model_name}"
         --description "Decoding: espnet2.bin.asr_inference, CTC only, --beam_size 10 ${inference_args}"
     )
@@ -679,6 +723,37 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
             --output "${results}" --title "${asr_tag}: CTC fine-tuning of $(final_tag)" \
             "${notes[@]}"
         echo "${stamp}" > "${expdir}/${asr_tag}/.results.done"
+    fi
+fi
+
+if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
+    exp="${expdir}/$(final_tag)"
+    release="${exp}/release"
+    repo="${hf_repo:-<your-hf-user>/$(final_tag)}"
+    results="${expdir}/${asr_tag}/RESULTS.md"
+    log "Stage 9: Release of ${exp} into ${release}: zoo zip with ${results}, hub folder for ${repo}"
+    [ -f "${exp}/${ssl_model_name}" ] || { log "Error: ${exp}/${ssl_model_name} does not exist; run stages 4-5 first"; exit 1; }
+    [ -f "${results}" ] || log "Warning: ${results} does not exist (stages 7-8 write it); the card will say it is not fine-tuned yet"
+    stamp="model=$(model_stamp "${exp}/${ssl_model_name}") results=$(model_stamp "${results}") repo=${repo}"
+    if is_done "${release}/.done" "${stamp}"; then
+        log "Stage 9: already done with the same options; skipping"
+    else
+        rm -rf "${release}"
+        pack_ssl "${exp}" "${release}/$(final_tag).zip" "${results}"
+        hf_opts=()
+        rc=0
+        python -m espnet2.bin.ssl_hf_convert --to_hf --ssl_train_config "${exp}/config.yaml" \
+            --ssl_model_file "${exp}/${ssl_model_name}" --out_dir "${release}/transformers" \
+            > "${release}/hf_convert.log" 2>&1 || rc=$?
+        case "${rc}" in
+            0) hf_opts+=(--transformers_dir "${release}/transformers") ;;
+            3) log "Stage 9: no transformers export: $(tail -n 1 "${release}/hf_convert.log")" ;;
+            *) log "Error: ssl_hf_convert failed; see ${release}/hf_convert.log"; exit 1 ;;
+        esac
+        python -m espnet2.bin.ssl_pack hub --zip "${release}/$(final_tag).zip" \
+            --out_dir "${release}/hf_hub" --hf_repo "${repo}" "${hf_opts[@]}" \
+            | tee "${release}/upload_command.txt" >&2
+        echo "${stamp}" > "${release}/.done"
     fi
 fi
 

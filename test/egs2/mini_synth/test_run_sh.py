@@ -1,4 +1,4 @@
-"""egs2/mini_synth/ssl1/run.sh end to end, stages 1-8, in a copy of the recipe.
+"""egs2/mini_synth/ssl1/run.sh end to end, stages 1-9, in a copy of the recipe.
 
 The copy keeps the recipe's links to egs2/TEMPLATE and links tools/ and espnet2/ of this
 checkout, so run.sh and path.sh run exactly as in the repository while data/, dump/ and
@@ -83,9 +83,9 @@ def test_stage_1_is_skipped_when_run_again_with_the_same_options(recipe, first_r
     assert wav_scp.stat().st_mtime_ns == before
 
 
-# stages 2-8 of HuBERT, two iterations, at the smallest sizes
+# stages 2-9 of HuBERT, two iterations, at the smallest sizes
 HUBERT = (
-    "--stage", "2", "--stop_stage", "8", "--local_data_opts", TINY,
+    "--stage", "2", "--stop_stage", "9", "--local_data_opts", TINY,
     "--n_clusters", "8", "--next_n_clusters", "8", "--ssl_iterations", "2",
     "--ssl_args", "--max_epoch 1", "--asr_args", "--max_epoch 1",
 )  # fmt: skip
@@ -160,8 +160,12 @@ def test_stage_6_packs_the_last_iteration_with_a_model_card(recipe, hubert_run):
     assert "meta.yaml" in names
     assert {Path(name).name for name in names} >= {"config.yaml", "README.md"}
     assert any(name.endswith(".pth") for name in names)
-    card = (exp / "README.md").read_text()
+    with zipfile.ZipFile(packed) as archive:
+        card = next(archive.read(n) for n in names if n.endswith("README.md")).decode()
     assert "HuBERT iterations: 2" in card and "hubert_acc_m_2=" in card
+    assert "Not fine-tuned yet" in card  # stage 9's release card has the results
+    # the label quality of stage 5's targets (mini_synth has phone alignments)
+    assert "| ssl_hubert_tiny_L2_km8 | 0." in card
     # the zip is a usable model: the ssl dumper loads it and dumps layer 2
     dumper = build_ssl_dumper(packed_model=packed, layer=2, device="cpu")
     wav = read_two_column_file(recipe / "dump/raw/dev/wav.scp")[0].value
@@ -170,6 +174,61 @@ def test_stage_6_packs_the_last_iteration_with_a_model_card(recipe, hubert_run):
     feats = dumper.extract(speech, torch.tensor([len(audio)]))[0]
     frames = cnn_frame_count(len(audio), WAV2VEC2_CNN_SHAPES)
     assert feats.shape == (frames, 96) and np.isfinite(feats).all()
+
+
+def zoo_unpack(zip_path: Path, cachedir: Path) -> dict:
+    """espnet_model_zoo's local-file path: unpack into ``cachedir``."""
+    from espnet_model_zoo.downloader import ModelDownloader
+
+    return ModelDownloader(cachedir=cachedir).download_and_unpack(str(zip_path))
+
+
+def test_stage_6_zip_unpacks_with_the_model_zoo_into_the_same_model(
+    recipe, hubert_run, tmp_path
+):
+    from espnet2.tasks.ssl import SSLTask
+
+    assert hubert_run.returncode == 0, hubert_run.stderr[-3000:]
+    exp = recipe / f"{HUBERT_EXP}_iter2"
+    files = zoo_unpack(exp / "ssl_hubert_tiny_iter2.zip", tmp_path)
+    model, _ = SSLTask.build_model_from_file(
+        files["ssl_train_config"], files["ssl_model_file"], "cpu"
+    )
+    trained = torch.load(exp / "valid.loss.best.pth")
+    assert model.state_dict().keys() == trained.keys()
+    assert all(torch.equal(v, trained[k]) for k, v in model.state_dict().items())
+    targets = recipe / "dump/targets/ssl_hubert_tiny_L2_km8"
+    assert Path(files["token_list"]).read_text() == (targets / "tokens.txt").read_text()
+    centroids = np.load(files["kmeans_centroids"])
+    assert centroids.shape[0] == 8
+    assert np.array_equal(centroids, np.load(targets / "kmeans/centroids.npy"))
+
+
+def test_stage_9_releases_the_card_with_results_and_the_hub_folder(
+    recipe, hubert_run, tmp_path
+):
+    from transformers import HubertModel
+
+    assert hubert_run.returncode == 0, hubert_run.stderr[-3000:]
+    release = recipe / f"{HUBERT_EXP}_iter2" / "release"
+    with zipfile.ZipFile(release / "ssl_hubert_tiny_iter2.zip") as archive:
+        names = archive.namelist()
+        card = next(archive.read(n) for n in names if n.endswith("README.md")).decode()
+    assert "## Fine-tuning results" in card and "| pretrained | test |" in card
+    hub = release / "hf_hub"
+    assert (hub / "README.md").read_text() == card
+    assert {"meta.yaml", "config.json", "model.safetensors"} <= {
+        p.name for p in hub.iterdir()
+    }
+    assert (
+        HubertModel.from_pretrained(hub, local_files_only=True).config.num_hidden_layers
+        == 3
+    )
+    command = (release / "upload_command.txt").read_text()
+    assert (
+        f"hf upload <your-hf-user>/ssl_hubert_tiny_iter2 {hub.relative_to(recipe)} ."
+        in command
+    )
 
 
 def cnn_weights(state: dict) -> dict:
@@ -257,11 +316,12 @@ def test_a_finished_recipe_does_no_work_when_run_again(recipe, hubert_run):
         recipe / f"{ASR_EXP}_scratch" / "valid.loss.best.pth",
         recipe / ASR_EXP / "decode_test" / "text",
         recipe / ASR_EXP / "RESULTS.md",
+        recipe / f"{HUBERT_EXP}_iter2" / "release/hf_hub/README.md",
     ]
     before = [path.stat().st_mtime_ns for path in watched]
     again = run(recipe, *HUBERT)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stderr.count("already done with the same options") >= 17
+    assert again.stderr.count("already done with the same options") >= 18
     for tool in ("ssl_train", "ssl_kmeans", "asr_train", "asr_inference"):
         assert (
             f"{tool}:" not in again.stderr and f"{tool} arguments" not in again.stderr
@@ -296,13 +356,12 @@ def test_wav2vec2_skips_the_targets_and_pretrains_without_labels(recipe, hubert_
     assert len(config["train_data_path_and_name_and_type"]) == 1  # audio only
 
 
-@pytest.mark.parametrize("objective", ["hubert", "wav2vec2"])
-def test_summary_mixing_pretrains_packs_and_fine_tunes(recipe, hubert_run, objective):
-    assert hubert_run.returncode == 0, hubert_run.stderr[-3000:]
+def pretrain_summary_mixing(recipe: Path, objective: str, stop_stage: str) -> Path:
+    """Stages 3..stop_stage of the tiny SummaryMixing config; returns its exp dir."""
     tag = f"ssl_{objective}_summary_mixing_tiny"
     result = run(
         recipe,
-        "--stage", "3", "--stop_stage", "7", "--local_data_opts", TINY,
+        "--stage", "3", "--stop_stage", stop_stage, "--local_data_opts", TINY,
         "--ssl_config", f"conf/tuning/train_{tag}.yaml", "--n_clusters", "8",
         "--ssl_iterations", "1", "--asr_baseline", "false",
         "--ssl_args", "--max_epoch 1", "--asr_args", "--max_epoch 1",
@@ -315,8 +374,22 @@ def test_summary_mixing_pretrains_packs_and_fine_tunes(recipe, hubert_run, objec
     state = torch.load(exp / "valid.loss.best.pth")
     assert any(".mixer.summary." in key for key in state)  # SummaryMixing weights
     assert not any("self_attn" in key for key in state)
+    return exp
+
+
+def test_summary_mixing_wav2vec2_pretrains_in_the_recipe(recipe, hubert_run):
+    assert hubert_run.returncode == 0, hubert_run.stderr[-3000:]
+    pretrain_summary_mixing(recipe, "wav2vec2", "4")
+
+
+def test_summary_mixing_hubert_pretrains_packs_fine_tunes_and_releases(
+    recipe, hubert_run
+):
+    assert hubert_run.returncode == 0, hubert_run.stderr[-3000:]
+    exp = pretrain_summary_mixing(recipe, "hubert", "7")
+    tag = exp.name
+    state = torch.load(exp / "valid.loss.best.pth")
     packed = exp / f"{tag}.zip"
-    assert packed.exists()
     asr = recipe / "exp" / f"asr_{tag}"
     asr_config = yaml.safe_load((asr / "config.yaml").read_text())
     frontend = Path(asr_config["frontend_conf"]["frontend_conf"]["path_or_url"])
@@ -326,6 +399,17 @@ def test_summary_mixing_pretrains_packs_and_fine_tunes(recipe, hubert_run, objec
     key = next(k for k in tuned if ".mixer.summary." in k)  # the SSL encoder inside
     assert torch.equal(tuned[key], state[key[len("frontend.upstream.") :]])
     assert not (recipe / "exp" / f"asr_{tag}_scratch").exists()
+    # no transformers class has this encoder: the release has the ESPnet files only
+    release = run(
+        recipe, "--stage", "9", "--stop_stage", "9", "--local_data_opts", TINY,
+        "--ssl_config", f"conf/tuning/train_{tag}.yaml", "--ssl_iterations", "1",
+    )  # fmt: skip
+    assert release.returncode == 0, release.stderr[-3000:]
+    assert "no transformers export" in release.stderr
+    assert "summary_mixing" in release.stderr
+    hub = exp / "release" / "hf_hub"
+    assert (hub / "meta.yaml").is_file() and not (hub / "config.json").exists()
+    assert "Not fine-tuned yet" in (hub / "README.md").read_text()
 
 
 def test_an_unknown_option_stops_the_recipe_with_exit_code_2(recipe):
@@ -340,13 +424,28 @@ def test_help_lists_the_stage_options(recipe):
     assert "--stop_stage" in result.stdout and "--train_set" in result.stdout
 
 
-def test_bpe_tokens_fine_tune_with_sentencepiece(recipe, hubert_run):
+def test_a_zoo_unpacked_model_fine_tunes_with_sentencepiece_tokens(
+    recipe, hubert_run, tmp_path
+):
     assert hubert_run.returncode == 0, hubert_run.stderr[-3000:]
+    # a user's download: the zip unpacked by espnet_model_zoo outside the recipe
+    zip_path = recipe / f"{HUBERT_EXP}_iter2" / "ssl_hubert_tiny_iter2.zip"
+    downloaded = shutil.copy(zip_path, tmp_path / "downloaded.zip")
+    unpacked = zoo_unpack(Path(downloaded), tmp_path / "zoo")["ssl_model_file"]
     result = run(
-        recipe, *HUBERT[:1], "7", *HUBERT[2:], "--token_type", "bpe", "--nbpe", "30",
+        recipe, "--stage", "7", "--stop_stage", "8", *HUBERT[4:],
+        "--token_type", "bpe", "--nbpe", "30", "--pretrained_model", unpacked,
         "--asr_tag", "asr_bpe", "--asr_baseline", "false",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    config = yaml.safe_load((recipe / "exp/asr_bpe/config.yaml").read_text())
+    assert config["frontend_conf"]["frontend_conf"]["path_or_url"] == unpacked
+    tuned = torch.load(recipe / "exp/asr_bpe/valid.loss.best.pth")
+    start = {k[len("frontend."):]: v for k, v in torch.load(unpacked).items()
+             if k.startswith("frontend.")}  # fmt: skip
+    tuned = cnn_weights(tuned)  # the frozen CNN still holds the unpacked weights
+    assert tuned.keys() == start.keys() and len(tuned) > 3
+    assert all(torch.equal(tuned[k], start[k]) for k in tuned)
     token_dir = recipe / "dump/token_list/train_labeled_bpe30"
     assert (token_dir / "bpe.model").is_file()
     tokens = (token_dir / "tokens.txt").read_text().split()
