@@ -17,6 +17,14 @@ Usage (from a recipe dir; stages 6 and 9 of ``egs2/TEMPLATE/ssl1/ssl.sh``)::
         --out_dir exp/ssl_hubert_tiny/release/hf_hub --hf_repo user/x \\
         [--transformers_dir exp/ssl_hubert_tiny/release/transformers]
 
+    # the release of stage 9, in one process: the zip with the fine-tuning results
+    # in its card, the transformers export (skipped, with the reason, for a model
+    # transformers has no class for), the hub folder and upload_command.txt
+    python -m espnet2.bin.ssl_pack release --exp_dir exp/ssl_hubert_tiny \
+        --model_file exp/ssl_hubert_tiny/valid.loss.best.pth \
+        --results exp/asr_ssl_hubert_tiny/RESULTS.md --hf_repo user/x \
+        --out_dir exp/ssl_hubert_tiny/release
+
 The zip unpacks with ``espnet_model_zoo``'s
 ``ModelDownloader().download_and_unpack("x.zip")``, whose dict gives
 ``ssl_train_config`` and ``ssl_model_file`` for ``SSLTask.build_model_from_file``
@@ -28,13 +36,15 @@ run, with exit status 1.
 import argparse
 import json
 import logging
+import pickle
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import yaml
 
-from espnet2.ssl.model_card import ModelCardError, collect_facts, render_card
+from espnet2.ssl.model_card import collect_facts, render_card
 from espnet2.ssl.packing import (
     PackError,
     copy_targets,
@@ -43,7 +53,6 @@ from espnet2.ssl.packing import (
     upload_command,
     write_hub_folder,
 )
-from espnet2.ssl.targets.dumpers.base import FeatureDumpError
 from espnet2.utils.tool_logging import (
     add_log_level_argument,
     exit_with_error,
@@ -51,8 +60,10 @@ from espnet2.utils.tool_logging import (
 )
 
 TOOL = "ssl_pack"
-ERRORS = (PackError, ModelCardError, FeatureDumpError, OSError, zipfile.BadZipFile)
-ERRORS += (yaml.YAMLError,)
+# PackError, ModelCardError, FeatureDumpError are ValueErrors; the others come from
+# reading the files and from the transformers export (a config that does not fit)
+ERRORS = (ValueError, KeyError, RuntimeError, OSError, zipfile.BadZipFile)
+ERRORS += (yaml.YAMLError, pickle.UnpicklingError)
 
 
 def _add_pack_parser(subparsers: Any) -> None:
@@ -62,6 +73,12 @@ def _add_pack_parser(subparsers: Any) -> None:
         help="write the model card and the model zoo zip",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    _add_pack_arguments(pack)
+    pack.add_argument("--outpath", required=True, help="the zip to write")
+
+
+def _add_pack_arguments(pack: argparse.ArgumentParser) -> None:
+    """The options of the model card (``pack`` and ``release``)."""
     pack.add_argument("--exp_dir", required=True, help="the ssl_train output dir")
     pack.add_argument("--model_file", required=True, help="checkpoint to pack")
     pack.add_argument("--train_data", default=None, help="pretraining data dir")
@@ -81,7 +98,6 @@ def _add_pack_parser(subparsers: Any) -> None:
     )
     pack.add_argument("--license", default="cc-by-4.0", help="hub license id")
     pack.add_argument("--language", default="en", help="ISO 639-1 code")
-    pack.add_argument("--outpath", required=True, help="the zip to write")
 
 
 def _add_hub_parser(subparsers: Any) -> None:
@@ -101,6 +117,19 @@ def _add_hub_parser(subparsers: Any) -> None:
     )
 
 
+def _add_release_parser(subparsers: Any) -> None:
+    """The ``release`` subcommand: ``pack`` with the results, export, ``hub``."""
+    release = subparsers.add_parser(
+        "release",
+        help="pack (with the fine-tuning results), export to transformers where "
+        "possible and lay out the hub folder, in one process",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _add_pack_arguments(release)
+    release.add_argument("--out_dir", required=True, help="the release folder")
+    release.add_argument("--hf_repo", required=True, help="<user or org>/<name>")
+
+
 def get_parser() -> argparse.ArgumentParser:
     """Build the command-line parser.
 
@@ -114,11 +143,16 @@ def get_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_pack_parser(subparsers)
     _add_hub_parser(subparsers)
+    _add_release_parser(subparsers)
     return parser
 
 
-def run_pack(args: argparse.Namespace) -> None:
-    """Write ``README.md`` and ``model_card.json`` into the exp, then the zip."""
+def run_pack(args: argparse.Namespace, outpath: Optional[str] = None) -> Path:
+    """Write ``README.md`` and ``model_card.json`` into the exp, then the zip.
+
+    Returns:
+        The zip (``outpath``, else ``--outpath``).
+    """
     exp = Path(args.exp_dir)
     if not Path(args.model_file).is_file():
         raise PackError(f"{args.model_file}: no such model file; train it first")
@@ -136,25 +170,55 @@ def run_pack(args: argparse.Namespace) -> None:
     (exp / "model_card.json").write_text(json.dumps(facts, indent=2) + "\n")
     (exp / "README.md").write_text(render_card(facts, args.license, args.language))
     extras.setdefault(None, []).extend([exp / "README.md", exp / "model_card.json"])
-    pack_model(exp / "config.yaml", args.model_file, extras, args.outpath)
+    return pack_model(
+        exp / "config.yaml", args.model_file, extras, outpath or args.outpath
+    )
 
 
 def run_hub(args: argparse.Namespace) -> None:
     """Write the hub folder and print the upload command."""
-    with zipfile.ZipFile(args.zip) as archive:
+    _write_hub(args.zip, args.out_dir, args.hf_repo, args.transformers_dir)
+
+
+def _write_hub(
+    zip_path: str, out_dir: str, hf_repo: str, transformers_dir: Optional[str]
+) -> None:
+    """The hub folder of ``zip_path`` (its card as README.md) and the command."""
+    with zipfile.ZipFile(zip_path) as archive:
         card = next(
             (n for n in archive.namelist() if Path(n).name == "README.md"), None
         )
         if card is None:
             raise PackError(
-                f"{args.zip}: no README.md model card; pack it with "
+                f"{zip_path}: no README.md model card; pack it with "
                 "python -m espnet2.bin.ssl_pack pack"
             )
         text = archive.read(card).decode("utf-8")
-    out = write_hub_folder(args.zip, args.out_dir, text, args.transformers_dir)
+    out = write_hub_folder(zip_path, out_dir, text, transformers_dir)
     logging.info(f"hub folder {out}: {', '.join(hub_files(out))}")
-    print(f"Upload (needs the network and a write token):\n"
-          f"{upload_command(out, args.hf_repo)}")  # fmt: skip
+    command = upload_command(out, hf_repo)
+    (Path(out).parent / "upload_command.txt").write_text(command + "\n")
+    print(f"Upload (needs the network and a write token):\n{command}")
+
+
+def run_release(args: argparse.Namespace) -> None:
+    """``pack`` into ``out_dir``, the transformers export if any, the hub folder."""
+    from espnet2.bin.ssl_hf_convert import espnet_to_hf_folder
+    from espnet2.ssl.hf_wav2vec2 import NotExpressibleError
+
+    out = Path(args.out_dir)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    zip_path = run_pack(args, str(out / f"{Path(args.exp_dir).name}.zip"))
+    exported: Optional[str] = str(out / "transformers")
+    try:
+        espnet_to_hf_folder(
+            str(Path(args.exp_dir) / "config.yaml"), args.model_file, exported
+        )
+    except NotExpressibleError as err:
+        logging.warning(f"no transformers export: {err}")
+        exported = None
+    _write_hub(str(zip_path), str(out / "hf_hub"), args.hf_repo, exported)
 
 
 def main(cmd: Optional[Sequence[str]] = None) -> None:
@@ -166,7 +230,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(cmd)
     start_tool_logging(TOOL, args, args.log_level)
     try:
-        run_pack(args) if args.command == "pack" else run_hub(args)
+        {"pack": run_pack, "hub": run_hub, "release": run_release}[args.command](args)
     except ERRORS as err:
         exit_with_error(TOOL, str(err))
 

@@ -46,6 +46,7 @@ from espnet2.ssl.espnet_model import ESPnetSSLModel
 from espnet2.ssl.hf_wav2vec2 import (
     HFObjective,
     build_espnet_model,
+    only_loss,
     translate_config_from_hf,
     translate_config_to_hf,
 )
@@ -201,14 +202,6 @@ def espnet_to_hf_state_dict(
     return hf_state, head
 
 
-def _hubert_loss(model: ESPnetSSLModel) -> WeightedHuBERTLoss:
-    """The model's only loss, which must be HuBERT's."""
-    if len(model.losses) != 1 or not isinstance(model.losses[0], WeightedHuBERTLoss):
-        kinds = [type(loss).__name__ for loss in model.losses]
-        raise ValueError(f"need exactly one HuBERT loss, the model has {kinds}")
-    return model.losses[0]
-
-
 @typechecked
 def to_hf(
     model: ESPnetSSLModel, train_config: Mapping[str, Any]
@@ -223,7 +216,7 @@ def to_hf(
         The HF model (our dtype and train/eval mode) and the head's tensors
         (:func:`espnet_to_hf_state_dict`), for :func:`save_folder`.
     """
-    _hubert_loss(model)
+    only_loss(model, WeightedHuBERTLoss)
     state = model.state_dict()
     hf_config = hf_config_from_espnet(train_config, espnet_buffers(state))
     hf_state, head = espnet_to_hf_state_dict(state, model.feature_norm is not None)
@@ -235,7 +228,7 @@ def to_hf(
 
 def _new_head(model: ESPnetSSLModel, seed: int) -> Head:
     """Re-initialise the model's head from ``seed``; its tensors under HF names."""
-    decoder = _hubert_loss(model).decoder
+    decoder = only_loss(model, WeightedHuBERTLoss).decoder
     with torch.random.fork_rng(devices=[]):  # leaves the caller's RNG alone
         torch.manual_seed(seed)
         for layer in (decoder.final_proj, decoder.label_embeddings):

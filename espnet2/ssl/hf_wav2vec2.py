@@ -531,11 +531,15 @@ def build_espnet_model(train_config: Mapping[str, Any]) -> ESPnetSSLModel:
     return SSLTask.build_model(args)
 
 
-def _wav2vec2_loss(model: ESPnetSSLModel) -> Wav2Vec2Loss:
-    """The model's only loss, which must be wav2vec 2.0's."""
-    if len(model.losses) != 1 or not isinstance(model.losses[0], Wav2Vec2Loss):
+def only_loss(model: ESPnetSSLModel, kind: type) -> torch.nn.Module:
+    """The model's only loss, which must be a ``kind`` (the objective converted).
+
+    Raises:
+        ValueError: The model has another loss, or more than one.
+    """
+    if len(model.losses) != 1 or not isinstance(model.losses[0], kind):
         kinds = [type(loss).__name__ for loss in model.losses]
-        raise ValueError(f"need exactly one Wav2Vec2Loss, the model has {kinds}")
+        raise ValueError(f"need exactly one {kind.__name__}, the model has {kinds}")
     return model.losses[0]
 
 
@@ -553,7 +557,7 @@ def to_hf(
         The HF model, in our model's dtype and train/eval mode, with our current
         Gumbel temperature (HF does not save it).
     """
-    temperature = _wav2vec2_loss(model).quantizer.temperature
+    temperature = only_loss(model, Wav2Vec2Loss).quantizer.temperature
     state = model.state_dict()
     hf_config = hf_config_from_espnet(train_config, espnet_buffers(state))
     hf_model = Wav2Vec2ForPreTraining(hf_config)
@@ -582,7 +586,7 @@ def from_hf(
     model.to(next(hf_model.parameters()).dtype)
     state = hf_to_espnet_state_dict(hf_model.state_dict(), hf_model.config)
     model.load_state_dict(state, strict=True)
-    _wav2vec2_loss(model).step(int(model.num_updates))
+    only_loss(model, Wav2Vec2Loss).step(int(model.num_updates))
     return model.train(hf_model.training), train_config
 
 

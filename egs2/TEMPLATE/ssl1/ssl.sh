@@ -360,21 +360,24 @@ final_tag() {
     if [ "${ssl_iterations}" -le 1 ]; then echo "${ssl_tag}"; else echo "${ssl_tag}_iter${ssl_iterations}"; fi
 }
 
-# pack_ssl EXP ZIP [RESULTS]: EXP's ${ssl_model_name} with its model card (and the
-# fine-tuning results RESULTS, if any) and HuBERT's targets into ZIP
+# pack_ssl pack EXP ZIP [OPTIONS] | pack_ssl release EXP DIR [OPTIONS]: EXP's
+# ${ssl_model_name} with its model card and HuBERT's targets into ZIP (espnet2.bin.ssl_pack
+# pack), or the release into DIR (the zip with the fine-tuning results, the
+# transformers export where there is one, the hub folder; espnet2.bin.ssl_pack release)
 pack_ssl() {
-    local exp=$1 zip=$2 results=${3:-}
-    local opts=()
-    [ -z "${results}" ] || opts+=(--results "${results}")
-    mkdir -p "$(dirname "${zip}")"
-    python -m espnet2.bin.ssl_pack pack --exp_dir "${exp}" \
+    local command=$1 exp=$2 out=$3
+    shift 3
+    local out_opt=--outpath
+    [ "${command}" = pack ] || out_opt=--out_dir
+    mkdir -p "$(dirname "${out}")"
+    python -m espnet2.bin.ssl_pack "${command}" --exp_dir "${exp}" \
         --model_file "${exp}/${ssl_model_name}" \
         --train_data "${dumpdir}/raw/${train_set}" --valid_data "${dumpdir}/raw/${valid_set}" \
         --recipe "$(basename "$(dirname "${PWD}")")/ssl1" \
         --description "Config: \`${ssl_config}\` (as trained: \`config.yaml\` in this archive)" \
         --description "HuBERT iterations: ${ssl_iterations}; first targets: ${target_type}, k=${n_clusters}; later: layer ${next_target_layer:-middle}, k=${next_n_clusters}" \
-        "${opts[@]}" --outpath "${zip}" > "${exp}/pack.log" 2>&1 \
-        || { log "Error: packing failed; see ${exp}/pack.log"; tail -n 5 "${exp}/pack.log" >&2; exit 1; }
+        "$@" "${out_opt}" "${out}" > "${exp}/${command}.log" 2>&1 \
+        || { log "Error: ssl_pack ${command} failed; see ${exp}/${command}.log"; tail -n 5 "${exp}/${command}.log" >&2; exit 1; }
 }
 
 # first_targets_tag: the targets dir name of iteration 1
@@ -660,7 +663,7 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
         log "Stage 6: already done with the same options; skipping"
     else
         rm -f "${exp}/.pack.done" "${zip}"
-        pack_ssl "${exp}" "${zip}"
+        pack_ssl pack "${exp}" "${zip}"
         echo "${stamp}" > "${exp}/.pack.done"
     fi
 fi
@@ -739,20 +742,11 @@ if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
         log "Stage 9: already done with the same options; skipping"
     else
         rm -rf "${release}"
-        pack_ssl "${exp}" "${release}/$(final_tag).zip" "${results}"
-        hf_opts=()
-        rc=0
-        python -m espnet2.bin.ssl_hf_convert --to_hf --ssl_train_config "${exp}/config.yaml" \
-            --ssl_model_file "${exp}/${ssl_model_name}" --out_dir "${release}/transformers" \
-            > "${release}/hf_convert.log" 2>&1 || rc=$?
-        case "${rc}" in
-            0) hf_opts+=(--transformers_dir "${release}/transformers") ;;
-            3) log "Stage 9: no transformers export: $(tail -n 1 "${release}/hf_convert.log")" ;;
-            *) log "Error: ssl_hf_convert failed; see ${release}/hf_convert.log"; exit 1 ;;
-        esac
-        python -m espnet2.bin.ssl_pack hub --zip "${release}/$(final_tag).zip" \
-            --out_dir "${release}/hf_hub" --hf_repo "${repo}" "${hf_opts[@]}" \
-            | tee "${release}/upload_command.txt" >&2
+        pack_ssl release "${exp}" "${release}" --results "${results}" --hf_repo "${repo}"
+        if grep -q "no transformers export" "${exp}/release.log"; then
+            log "Stage 9: $(grep -o "no transformers export.*" "${exp}/release.log")"
+        fi
+        cat "${release}/upload_command.txt" >&2
         echo "${stamp}" > "${release}/.done"
     fi
 fi

@@ -357,11 +357,14 @@ def test_wav2vec2_skips_the_targets_and_pretrains_without_labels(recipe, hubert_
 
 
 def pretrain_summary_mixing(recipe: Path, objective: str, stop_stage: str) -> Path:
-    """Stages 3..stop_stage of the tiny SummaryMixing config; returns its exp dir."""
+    """Stages 4..stop_stage of the tiny SummaryMixing config; returns its exp dir.
+
+    Its CNN is the transformer config's, so the MFCC labels of the HuBERT run fit.
+    """
     tag = f"ssl_{objective}_summary_mixing_tiny"
     result = run(
         recipe,
-        "--stage", "3", "--stop_stage", stop_stage, "--local_data_opts", TINY,
+        "--stage", "4", "--stop_stage", stop_stage, "--local_data_opts", TINY,
         "--ssl_config", f"conf/tuning/train_{tag}.yaml", "--n_clusters", "8",
         "--ssl_iterations", "1", "--asr_baseline", "false",
         "--ssl_args", "--max_epoch 1", "--asr_args", "--max_epoch 1",
@@ -377,14 +380,7 @@ def pretrain_summary_mixing(recipe: Path, objective: str, stop_stage: str) -> Pa
     return exp
 
 
-def test_summary_mixing_wav2vec2_pretrains_in_the_recipe(recipe, hubert_run):
-    assert hubert_run.returncode == 0, hubert_run.stderr[-3000:]
-    pretrain_summary_mixing(recipe, "wav2vec2", "4")
-
-
-def test_summary_mixing_hubert_pretrains_packs_fine_tunes_and_releases(
-    recipe, hubert_run
-):
+def test_summary_mixing_hubert_pretrains_packs_and_fine_tunes(recipe, hubert_run):
     assert hubert_run.returncode == 0, hubert_run.stderr[-3000:]
     exp = pretrain_summary_mixing(recipe, "hubert", "7")
     tag = exp.name
@@ -399,17 +395,6 @@ def test_summary_mixing_hubert_pretrains_packs_fine_tunes_and_releases(
     key = next(k for k in tuned if ".mixer.summary." in k)  # the SSL encoder inside
     assert torch.equal(tuned[key], state[key[len("frontend.upstream.") :]])
     assert not (recipe / "exp" / f"asr_{tag}_scratch").exists()
-    # no transformers class has this encoder: the release has the ESPnet files only
-    release = run(
-        recipe, "--stage", "9", "--stop_stage", "9", "--local_data_opts", TINY,
-        "--ssl_config", f"conf/tuning/train_{tag}.yaml", "--ssl_iterations", "1",
-    )  # fmt: skip
-    assert release.returncode == 0, release.stderr[-3000:]
-    assert "no transformers export" in release.stderr
-    assert "summary_mixing" in release.stderr
-    hub = exp / "release" / "hf_hub"
-    assert (hub / "meta.yaml").is_file() and not (hub / "config.json").exists()
-    assert "Not fine-tuned yet" in (hub / "README.md").read_text()
 
 
 def test_an_unknown_option_stops_the_recipe_with_exit_code_2(recipe):

@@ -57,11 +57,11 @@ def write_labels_data(root: Path) -> None:
     (targets / "quality.json").write_text(json.dumps({"results": [QUALITY]}))
 
 
-def write_exp(root: Path, objective: str) -> Path:
-    """exp/ssl_<objective>_tiny as ssl_train leaves it: config, model, train.log."""
+def write_exp(root: Path, objective: str, encoder: str = "") -> Path:
+    """exp/ssl_<objective><encoder>_tiny as ssl_train leaves it: config, model, log."""
     from espnet2.tasks.ssl import SSLTask
 
-    exp = root / f"exp/ssl_{objective}_tiny"
+    exp = root / f"exp/ssl_{objective}{encoder}_tiny"
     exp.mkdir(parents=True)
     data = [
         "--train_data_path_and_name_and_type",
@@ -77,7 +77,7 @@ def write_exp(root: Path, objective: str) -> Path:
         tokens = "tokens.txt"
         (root / tokens).write_text("<unk>\n")
     args = SSLTask.get_parser().parse_args(
-        ["--config", str(CONF / f"train_ssl_{objective}_tiny.yaml")]
+        ["--config", str(CONF / f"train_{exp.name}.yaml")]
         + ["--token_list", str(root / tokens), "--token_type", "word"]
         + ["--output_dir", str(exp), *data]
     )
@@ -99,6 +99,7 @@ def recipe(tmp_path_factory) -> Path:
     write_labels_data(root)
     for objective in ("hubert", "wav2vec2"):
         write_exp(root, objective)
+    write_exp(root, "hubert", "_summary_mixing")
     (root / "RESULTS.md").write_text("# asr: CTC\n\n| system | dev |\n|---|---|\n"
                                      "| pretrained | 45.4 |\n")  # fmt: skip
     return root
@@ -280,3 +281,45 @@ def test_the_command_line_tool_runs_as_a_module(recipe, hubert_zip, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert "hf upload a/b" in result.stdout
+
+
+def release(root: Path, tag: str) -> Path:
+    """Run ``ssl_pack release`` from the recipe dir; return the release folder."""
+    exp = f"exp/{tag}"
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        pack_main(
+            ["release", "--exp_dir", exp, "--model_file", f"{exp}/valid.loss.best.pth",
+             "--results", "RESULTS.md", "--hf_repo", "someone/tiny",
+             "--out_dir", f"{exp}/release"]
+        )  # fmt: skip
+    finally:
+        os.chdir(cwd)
+    return root / exp / "release"
+
+
+def test_a_hubert_release_is_also_a_transformers_hubert_repository(recipe):
+    from transformers import HubertModel
+
+    out = release(recipe, "ssl_hubert_tiny")
+    hub = out / "hf_hub"
+    names = {p.name for p in hub.iterdir()}
+    assert {"meta.yaml", "README.md", "config.json", "model.safetensors"} <= names
+    assert "espnet_ssl_head.safetensors" in names  # HuBERT's head, for the way back
+    hf_model = HubertModel.from_pretrained(hub, local_files_only=True)
+    assert hf_model.config.num_hidden_layers == 3
+    with zipfile.ZipFile(out / "ssl_hubert_tiny.zip") as archive:
+        card = next(n for n in archive.namelist() if n.endswith("README.md"))
+        assert "| pretrained | 45.4 |" in archive.read(card).decode()
+    assert "hf upload someone/tiny" in (out / "upload_command.txt").read_text()
+
+
+def test_a_release_transformers_cannot_express_has_the_espnet_files_only(
+    recipe, caplog
+):
+    out = release(recipe, "ssl_hubert_summary_mixing_tiny")
+    assert "no transformers export" in caplog.text and "summary_mixing" in caplog.text
+    hub = out / "hf_hub"
+    assert (hub / "meta.yaml").is_file() and not (hub / "config.json").exists()
+    assert not (out / "transformers").exists()
