@@ -46,6 +46,7 @@ import yaml
 
 from espnet2.ssl.model_card import collect_facts, render_card
 from espnet2.ssl.packing import (
+    CARD_FILES,
     PackError,
     copy_targets,
     hub_files,
@@ -169,7 +170,7 @@ def run_pack(args: argparse.Namespace, outpath: Optional[str] = None) -> Path:
     facts["notes"] = list(args.description)
     (exp / "model_card.json").write_text(json.dumps(facts, indent=2) + "\n")
     (exp / "README.md").write_text(render_card(facts, args.license, args.language))
-    extras.setdefault(None, []).extend([exp / "README.md", exp / "model_card.json"])
+    extras.setdefault(None, []).extend(exp / name for name in CARD_FILES)
     return pack_model(
         exp / "config.yaml", args.model_file, extras, outpath or args.outpath
     )

@@ -29,8 +29,6 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import torch
 import yaml
 
-from espnet2.ssl.weights import load_weights_only
-
 PathLike = Union[str, Path]
 LABELS_NAME = "text"  # the data name HuBERT's frame labels are read under
 VALID_RESULTS = re.compile(r"(\d+)epoch results: .*\[valid\] (.*)$")
@@ -68,18 +66,19 @@ def _read_yaml(path: Path) -> Dict[str, Any]:
     return data
 
 
-def training_counts(model_file: PathLike, sample_rate: int) -> Dict[str, Any]:
+def training_counts(model: torch.nn.Module, sample_rate: int) -> Dict[str, Any]:
     """Optimizer updates and audio seen, from the model's buffers.
 
     Args:
-        model_file: A state dict written by ``espnet2.bin.ssl_train``.
+        model: An ``ESPnetSSLModel`` loaded from a checkpoint of
+            ``espnet2.bin.ssl_train``.
         sample_rate: Samples per second of the training audio (Hz).
 
     Returns:
         ``updates`` (int or None) and ``hours_seen`` (float or None: None for a model
         trained before the counters existed).
     """
-    state = load_weights_only(model_file)
+    state = model.state_dict()
     updates = state.get("num_updates")
     seen = state.get("seen_audio.seen_samples")
     return {
@@ -238,7 +237,7 @@ def collect_facts(
         "model_file": Path(model_file).name,
         "sample_rate": fs,
         "architecture": {**architecture(config), **count_parameters(model)},
-        "training": {**training_counts(model_file, fs), **batch_facts(config)},
+        "training": {**training_counts(model, fs), **batch_facts(config)},
         "data": {
             "train": data_facts(train_data, fs),
             "valid": data_facts(valid_data, fs),
