@@ -10,18 +10,24 @@ Usage, from a recipe directory (egs2/<corpus>/ssl1)::
 Each run's output goes to ``<expdir>/sweep_<name>/logs/<tag>.log``; the table
 (``results.csv``, ``results.md``) and plots to ``<expdir>/sweep_<name>/``. A failed
 run stops the sweep with its log's name; running the same command again resumes
-(finished recipe stages are skipped). See ``espnet2/ssl/sweep.py`` for the YAML.
+(finished recipe stages are skipped, finished runs reused). With a ``budget:`` the
+planner first measures every run's model (``espnet2/ssl/sweep_budget.py``) and each
+run trains until the hours of audio the budget buys it. See
+``espnet2/ssl/sweep.py`` for the YAML (``runs``, ``grid``, ``budget``).
 """
 
 import argparse
+import logging
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 from tqdm import tqdm
 
-from espnet2.ssl.sweep import describe, load_sweep, report, run_command
+from espnet2.ssl.sweep import Sweep, describe, load_sweep, report, run_command
+from espnet2.ssl.sweep_budget import plan_runs, seen_hours
 from espnet2.utils.tool_logging import (
     add_log_level_argument,
     exit_with_error,
@@ -53,22 +59,43 @@ def get_parser() -> argparse.ArgumentParser:
     return parser  # fmt: skip
 
 
-def run_all(sweep, args: argparse.Namespace) -> None:
-    """Runs every point in order; stops at the first failure, naming its log."""
-    logs = args.expdir / f"sweep_{sweep.name}" / "logs"
+def _done_stamps(sweep: Sweep, run, expdir: Path) -> Dict[str, str]:
+    """The ``.done`` markers of a run's experiments (unchanged: nothing was redone)."""
+    dirs = [sweep.ssl_tag(run), sweep.asr_tag(run), sweep.asr_tag(run) + "_phones"]
+    stamps = {}
+    for name in dirs:
+        marker = expdir / name / ".done"
+        stamps[name] = marker.read_text() if marker.is_file() else ""
+    return stamps
+
+
+def run_all(sweep: Sweep, args: argparse.Namespace, hours: Dict[str, float]) -> None:
+    """Runs every point in order; stops at the first failure, naming its log.
+
+    Args:
+        sweep: The sweep.
+        args: The command line (``expdir``, ``stage``).
+        hours: Run tag -> its ``--max_seen_hours`` under the budget (may be empty).
+    """
+    logs = sweep.out_dir(args.expdir) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     for run in tqdm(sweep.runs, desc=f"sweep {sweep.name}", unit="run"):
         log = logs / f"{run.tag}.log"
+        before, start = _done_stamps(sweep, run, args.expdir), time.time()
+        cmd = run_command(sweep, run, args.stage, hours.get(run.tag))
         with open(log, "w", encoding="utf-8") as f:
-            code = subprocess.call(
-                run_command(sweep, run, args.stage), stdout=f, stderr=subprocess.STDOUT
-            )
+            code = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT)
         if code != 0:
             exit_with_error(
                 TOOL,
                 f"run {run.tag} failed (exit {code}); see {log}. Fix it and run the "
                 "same command again: finished stages and runs are skipped",
             )
+        reused = before == _done_stamps(sweep, run, args.expdir) and all(
+            before.values()
+        )
+        state = "reused (finished before)" if reused else "done"
+        logging.info(f"run {run.tag}: {state} in {time.time() - start:.0f} s")
 
 
 def main(cmd: Optional[Sequence[str]] = None) -> None:
@@ -85,20 +112,41 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
     start_tool_logging(TOOL, args, args.log_level)
     try:
         sweep = load_sweep(args.sweep)
+        plans = _plans(sweep, args.expdir) if sweep.budget else {}
+        hours = seen_hours(sweep, plans) if sweep.budget else {}
     except (OSError, ValueError) as err:
         exit_with_error(TOOL, str(err))
+    if hours:
+        logging.info(f"budget: hours of audio per run {hours}")
     if args.dry_run:
-        print(describe(sweep))
+        print(describe(sweep, hours))
         return
     if args.command == "run":
         if not Path("run.sh").is_file():
             exit_with_error(TOOL, "no ./run.sh here: run from egs2/<corpus>/ssl1")
-        run_all(sweep, args)
+        run_all(sweep, args, hours)
     try:
-        result = report(sweep, args.expdir)
+        plans = plans or _optional_plans(sweep, args.expdir)
+        result = report(sweep, args.expdir, plans=plans)
     except (OSError, ValueError) as err:
         exit_with_error(TOOL, f"cannot report sweep {sweep.name}: {err}")
     print(result["files"]["md"].read_text(), end="")
+
+
+def _plans(sweep: Sweep, expdir: Path) -> Dict[str, Dict]:
+    """The planner's measurement of every run (``sweep_budget.plan_runs``)."""
+    crop = sweep.budget.crop_seconds if sweep.budget else 4.0
+    return plan_runs(sweep, expdir, crop)
+
+
+def _optional_plans(sweep: Sweep, expdir: Path) -> Dict[str, Dict]:
+    """``_plans`` for the table's parameter and FLOP columns of a sweep without a
+    budget: none (with a warning) when a run's config cannot be measured."""
+    try:
+        return _plans(sweep, expdir)
+    except (OSError, ValueError) as err:
+        logging.warning(f"no parameter and FLOP columns: {err}")
+        return {}
 
 
 if __name__ == "__main__":

@@ -15,24 +15,48 @@ A sweep is a YAML file (``egs2/<corpus>/ssl1/conf/sweeps/*.yaml``)::
         args: []                   # more run.sh options (e.g. --train_hours 0.2
                                    # --dumpdir dump_0.2h for a data-size sweep)
 
+A study crosses axes instead of listing runs: ``grid`` maps each axis name to its
+values (each a ``tag`` with ``args``/``ssl_args``/``asr_args`` like a run), and the
+runs are every combination, in order, tagged with the value tags joined by ``_``
+(``hubert_slim_20min_aug``); ``runs`` may add more. ``budget`` gives every run the
+same training compute, measured by the planner (``espnet2/ssl/planner.py``: FLOPs of
+one real training step of the run's model per second of audio)::
+
+    budget:
+      seen_hours: 1.5              # the compute of the reference run at 1.5 h seen
+      reference: hubert            # (a run tag; without it: 1.5 h for every run)
+      # training_pflop: 20         # or the compute itself, in PFLOP
+      crop_seconds: 4              # utterance length the FLOPs are measured on
+
+Each run then trains until its ``--max_seen_hours`` = budget / its FLOPs per hour of
+audio (appended to its ``ssl_args``; a run with a cheaper model sees more audio).
+The runs' ``args`` must name their ``--ssl_config``.
+
 Each run is ``./run.sh`` from stage 1 to 8 (finished stages are skipped by their
-``.done`` markers, so an interrupted sweep resumes where it stopped), with its own
+``.done`` markers, so an interrupted sweep resumes where it stopped, and a run
+already finished with the same options is reused, not redone), with its own
 ``--ssl_tag``/``--asr_tag`` and no scratch baseline. The report reads every run's
 exact hours seen and updates (``seen_audio.jsonl``), batch options (``config.yaml``),
-last validation statistics (``checkpoint.pth``) and scores (``result.json``), and
-writes ``results.csv``, ``results.md`` and plots of the metric against hours seen.
+last validation statistics and pretraining wall time (``checkpoint.pth``: ESPnet's
+time of every training and validation epoch), the planner's parameters and FLOPs,
+and the scores (``result.json`` of the fine-tuning, and the phone error rate of the
+frozen-encoder phone probe, ``<asr_tag>_phones``, where the recipe ran it), and
+writes ``results.csv``, ``results.md`` and plots of the metric against hours seen
+and training compute.
 
 References: arXiv:2402.13723 (equal seen data; batch size); arXiv:2209.15575
-(sequence length); arXiv:2409.16295 (model size vs data size).
+(sequence length); arXiv:2409.16295 (objectives, model size vs data size and
+augmentation at a fixed compute budget).
 """
 
 import csv
 import dataclasses
+import itertools
 import json
 import logging
 import shlex
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import yaml
 
@@ -40,8 +64,15 @@ from espnet2.ssl.training_curves import read_epochs
 
 PathLike = Union[str, Path]
 METRICS = ("cer", "wer")
-TOP_KEYS = {"name", "metric", "args", "ssl_args", "asr_args", "runs", "description"}
+TOP_KEYS = {
+    "name", "metric", "args", "ssl_args", "asr_args", "runs", "grid", "budget",
+    "description",
+}  # fmt: skip
 RUN_KEYS = {"tag", "args", "ssl_args", "asr_args"}
+BUDGET_KEYS = {"seen_hours", "training_pflop", "reference", "crop_seconds"}
+PROBE_SUFFIX = "_phones"  # the recipe's phone probe: <expdir>/<asr_tag>_phones
+# validation statistics tabulated when a run's objective reports them
+VALID_STATS = ("contrastive_accuracy", "hubert_acc_m", "acc", "loss_reconstruction")
 
 
 @dataclasses.dataclass
@@ -54,12 +85,36 @@ class SweepRun:
         ssl_args: ``--ssl_args`` for ``espnet2.bin.ssl_train`` (sweep's, then
             run's, joined by a space; empty for none).
         asr_args: ``--asr_args`` for ``espnet2.bin.asr_train``, merged the same way.
+        axes: For a run of the ``grid``: axis name -> the tag of its value there.
     """
 
     tag: str
     args: List[str]
     ssl_args: str
     asr_args: str
+    axes: Dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def ssl_config(self) -> Optional[str]:
+        """The ``--ssl_config`` of its ``run.sh`` options (the last one), or None."""
+        return _option(self.args, "ssl_config", None)
+
+
+@dataclasses.dataclass
+class Budget:
+    """The training compute every run of a sweep gets (``budget:`` of the YAML).
+
+    Attributes:
+        seen_hours: Hours of audio seen: by every run (no ``reference``), or by the
+            ``reference`` run, whose compute then every run gets.
+        training_pflop: The compute itself (forward + backward, PFLOP), instead.
+        reference: Tag of the run whose compute at ``seen_hours`` is the budget.
+        crop_seconds: Utterance length (s) the planner measures FLOPs on.
+    """
+
+    seen_hours: Optional[float] = None
+    training_pflop: Optional[float] = None
+    reference: Optional[str] = None
+    crop_seconds: float = 4.0
 
 
 @dataclasses.dataclass
@@ -69,12 +124,17 @@ class Sweep:
     Attributes:
         name: The sweep's name (``sweep_<name>`` output dir, experiment tags).
         metric: The score reported and plotted: ``cer`` or ``wer``.
-        runs: The points, in the YAML's order.
+        runs: The points: the grid's combinations, then the listed runs.
+        budget: Equal training compute for every run, or None (the runs' own
+            ``--max_seen_hours``/``--max_epoch``).
+        axes: The grid's axis names, in order (table columns).
     """
 
     name: str
     metric: str
     runs: List[SweepRun]
+    budget: Optional[Budget] = None
+    axes: List[str] = dataclasses.field(default_factory=list)
 
     def ssl_tag(self, run: SweepRun) -> str:
         """``--ssl_tag`` of ``run``: its pretraining dir is ``<expdir>/<ssl_tag>``."""
@@ -84,8 +144,14 @@ class Sweep:
         """``--asr_tag`` of ``run``: its fine-tuning dir is ``<expdir>/<asr_tag>``."""
         return f"asr_{self.name}_{run.tag}"
 
+    def out_dir(self, expdir: PathLike) -> Path:
+        """Where the sweep's logs, plans, table and plots go."""
+        return Path(expdir) / f"sweep_{self.name}"
+
 
 def _check_keys(where: str, found: Dict, allowed: set) -> None:
+    if not isinstance(found, dict):
+        raise ValueError(f"{where}: expected a mapping, got {found!r}")
     unknown = set(found) - allowed
     if unknown:
         raise ValueError(
@@ -97,49 +163,117 @@ def _joined(*options: Optional[str]) -> str:
     return " ".join(x for x in options if x)
 
 
+def _merged(conf: Dict, parts: Sequence[Dict], tag: str, axes: Dict) -> SweepRun:
+    """A run from the sweep-wide options and its parts (a run, or grid values)."""
+    return SweepRun(
+        tag=tag,
+        args=[str(a) for part in (conf, *parts) for a in part.get("args", [])],
+        ssl_args=_joined(conf.get("ssl_args"), *(p.get("ssl_args") for p in parts)),
+        asr_args=_joined(conf.get("asr_args"), *(p.get("asr_args") for p in parts)),
+        axes=axes,
+    )
+
+
+def _grid_runs(conf: Dict, path: PathLike) -> Tuple[List[str], List[SweepRun]]:
+    """The axis names and every combination of the ``grid``'s values."""
+    grid = conf.get("grid") or {}
+    if not isinstance(grid, dict):
+        raise ValueError(f"{path}: grid must map axis names to lists of values")
+    if not grid:
+        return [], []
+    for axis, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"{path}: grid.{axis} needs a list of values")
+        for i, value in enumerate(values):
+            _check_keys(f"{path}: grid.{axis}[{i}]", value, RUN_KEYS)
+            if not value.get("tag"):
+                raise ValueError(f"{path}: grid.{axis}[{i}] needs a tag")
+    runs = []
+    for combination in itertools.product(*grid.values()):
+        tag = "_".join(str(value["tag"]) for value in combination)
+        axes = {axis: str(v["tag"]) for axis, v in zip(grid, combination)}
+        runs.append(_merged(conf, combination, tag, axes))
+    return list(grid), runs
+
+
+def _load_budget(conf: Dict, path: PathLike, tags: Sequence[str]) -> Optional[Budget]:
+    if conf.get("budget") is None:
+        return None
+    _check_keys(f"{path}: budget", conf["budget"], BUDGET_KEYS)
+    budget = Budget(**conf["budget"])
+    if budget.reference is not None and budget.seen_hours is None:
+        raise ValueError(f"{path}: budget.reference needs budget.seen_hours")
+    if (budget.seen_hours is None) == (budget.training_pflop is None):
+        raise ValueError(f"{path}: budget needs one of seen_hours, training_pflop")
+    if budget.reference is not None and budget.reference not in tags:
+        raise ValueError(
+            f"{path}: budget.reference {budget.reference!r} is not a run; "
+            f"runs: {', '.join(tags)}"
+        )
+    if min(budget.seen_hours or 1, budget.training_pflop or 1) <= 0:
+        raise ValueError(f"{path}: the budget must be positive")
+    return budget
+
+
 def load_sweep(path: PathLike) -> Sweep:
-    """Reads and checks a sweep YAML (unknown keys, duplicate tags, bad metric)."""
+    """Reads and checks a sweep YAML (unknown keys, duplicate tags, bad metric,
+    budget, grid)."""
     with open(path, encoding="utf-8") as f:
         conf = yaml.safe_load(f) or {}
     _check_keys(str(path), conf, TOP_KEYS)
-    if not conf.get("name") or not conf.get("runs"):
+    if not conf.get("name") or not (conf.get("runs") or conf.get("grid")):
         raise ValueError(f"{path}: a sweep needs a name and at least one run")
     metric = conf.get("metric", "cer")
     if metric not in METRICS:
         raise ValueError(f"{path}: metric must be one of {METRICS}, got {metric!r}")
-    runs, tags = [], set()
-    for i, run in enumerate(conf["runs"]):
+    axes, runs = _grid_runs(conf, path)
+    for i, run in enumerate(conf.get("runs") or []):
         _check_keys(f"{path}: runs[{i}]", run, RUN_KEYS)
-        tag = str(run.get("tag", ""))
-        if not tag or tag in tags or "/" in tag:
+        runs.append(_merged(conf, [run], str(run.get("tag", "")), {}))
+    tags = set()
+    for i, run in enumerate(runs):
+        if not run.tag or run.tag in tags or "/" in run.tag:
             raise ValueError(
-                f"{path}: runs[{i}] needs a unique tag without '/', got {tag!r}"
+                f"{path}: run {i} needs a unique tag without '/', got {run.tag!r}"
             )
-        tags.add(tag)
-        runs.append(
-            SweepRun(
-                tag=tag,
-                args=[str(a) for a in [*conf.get("args", []), *run.get("args", [])]],
-                ssl_args=_joined(conf.get("ssl_args"), run.get("ssl_args")),
-                asr_args=_joined(conf.get("asr_args"), run.get("asr_args")),
-            )
-        )
-    return Sweep(conf["name"], metric, runs)
+        tags.add(run.tag)
+    budget = _load_budget(conf, path, [run.tag for run in runs])
+    if budget is not None:
+        for run in runs:
+            if run.ssl_config() is None:
+                raise ValueError(
+                    f"{path}: run {run.tag} has no --ssl_config in its args; a "
+                    "budget needs each run's config for the planner"
+                )
+    return Sweep(conf["name"], metric, runs, budget, axes)
 
 
-def run_command(sweep: Sweep, run: SweepRun, stage: int = 1) -> List[str]:
-    """The ``./run.sh`` command line of one run."""
+def run_command(
+    sweep: Sweep, run: SweepRun, stage: int = 1, seen_hours: Optional[float] = None
+) -> List[str]:
+    """The ``./run.sh`` command line of one run.
+
+    Args:
+        sweep: The sweep.
+        run: One of its runs.
+        stage: The first recipe stage.
+        seen_hours: The run's budget in hours of audio (``--max_seen_hours``,
+            appended to its ``ssl_args`` so that it wins), or None.
+    """
     cmd = ["./run.sh", *run.args, "--stage", str(stage), "--stop_stage", "8"]
     cmd += ["--ssl_tag", sweep.ssl_tag(run), "--asr_tag", sweep.asr_tag(run)]
     cmd += ["--asr_baseline", "false"]
-    if run.ssl_args:
-        cmd += ["--ssl_args", run.ssl_args]
+    ssl_args = run.ssl_args
+    if seen_hours is not None:
+        ssl_args = _joined(ssl_args, f"--max_seen_hours {seen_hours:g}")
+    if ssl_args:
+        cmd += ["--ssl_args", ssl_args]
     if run.asr_args:
         cmd += ["--asr_args", run.asr_args]
     return cmd
 
 
-def _option(args: Sequence[str], name: str, default: str) -> str:
+def _option(args: Sequence[str], name: str, default: Optional[str]) -> Optional[str]:
     """The last value of ``--name`` in a run.sh argument list (last one wins)."""
     value = default
     for flag, arg in zip(args, args[1:]):
@@ -148,8 +282,18 @@ def _option(args: Sequence[str], name: str, default: str) -> str:
     return value
 
 
-def collect_run(sweep: Sweep, run: SweepRun, expdir: PathLike) -> Dict:
-    """One results row: batch, crop, hours seen, updates, valid stats, scores."""
+def collect_run(
+    sweep: Sweep, run: SweepRun, expdir: PathLike, plan: Optional[Dict] = None
+) -> Dict:
+    """One results row: axes, size and compute, batch, crop, hours seen, updates,
+    pretraining wall time, valid stats, scores (and the phone probe's PER).
+
+    Args:
+        sweep: The sweep.
+        run: The run.
+        expdir: The recipe's ``--expdir``.
+        plan: The run's planner measurement (``sweep_budget.plan_runs``), or None.
+    """
     expdir = Path(expdir)
     ssl_dir, asr_dir = expdir / sweep.ssl_tag(run), expdir / sweep.asr_tag(run)
     epochs = read_epochs(ssl_dir)
@@ -158,8 +302,15 @@ def collect_run(sweep: Sweep, run: SweepRun, expdir: PathLike) -> Dict:
     with open(ssl_dir / "config.yaml", encoding="utf-8") as f:
         config = yaml.safe_load(f)
     last = epochs[-1]
-    row = dict(
-        tag=run.tag,
+    row = dict(tag=run.tag, **run.axes)
+    if plan is not None:
+        flops = plan["training_flops_per_audio_s"]
+        row.update(
+            params_m=plan["parameters"] / 1e6,
+            train_gflop_per_audio_s=flops / 1e9,
+            train_pflop=flops * last["seen_hours"] * 3600 / 1e15,
+        )
+    row.update(
         crop_seconds=config.get("collate_fn_conf", {}).get("crop_seconds"),
         update_seconds=last["train"].get("update_seconds"),
         batch_seconds=config.get("batch_seconds"),
@@ -168,12 +319,21 @@ def collect_run(sweep: Sweep, run: SweepRun, expdir: PathLike) -> Dict:
         epochs=last["epoch"],
         updates=last["num_updates"],
         seen_hours=last["seen_hours"],
+        pretrain_minutes=sum(e["train_seconds"] + e["valid_seconds"] for e in epochs)
+        / 60,
         valid_loss=last["valid"].get("loss"),
     )
-    for key in ("contrastive_accuracy", "hubert_acc_m", "acc"):
+    for key in VALID_STATS:
         if key in last["valid"]:
             row[f"valid_{key}"] = last["valid"][key]
+    if "aug_share" in last["train"]:
+        row["aug_share"] = last["train"]["aug_share"]
     row.update(_scores(asr_dir))
+    probe = asr_dir.parent / f"{asr_dir.name}{PROBE_SUFFIX}"
+    if probe.is_dir():
+        row.update(
+            {f"per_{k[4:]}": v for k, v in _scores(probe).items() if k[:4] == "wer_"}
+        )
     return row
 
 
@@ -215,32 +375,59 @@ def _cell(value) -> str:
     return str(value)
 
 
+def _scatter(rows: List[Dict], x_key: str, y_keys: List[str], labels, path: Path):
+    """One point per run and score key, each annotated with the run's tag."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for key in y_keys:
+        points = [r for r in rows if r.get(key) is not None]
+        ax.plot([r[x_key] for r in points], [r[key] for r in points], "o", label=key)
+        for row in points:
+            ax.annotate(row["tag"], (row[x_key], row[key]), fontsize=6)
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
 def plot_sweep(
     sweep: Sweep, rows: List[Dict], expdir: PathLike, out_dir: PathLike
 ) -> List[Path]:
-    """The metric of every scored set against hours seen (one point per run), and
-    every run's validation loss against hours seen."""
+    """The metric (and the phone probe's PER) of every scored set against hours
+    seen and, with the planner's numbers, against training compute (one point per
+    run); every run's validation loss against hours seen."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out_dir = Path(out_dir)
-    written = []
-    metric_keys = sorted(k for k in rows[0] if k.startswith(f"{sweep.metric}_"))
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for key in metric_keys:
-        ax.plot([r["seen_hours"] for r in rows], [r[key] for r in rows], "o", label=key)
-        for row in rows:
-            ax.annotate(row["tag"], (row["seen_hours"], row[key]), fontsize=7)
-    ax.set_xlabel("hours seen in pretraining")
-    ax.set_ylabel(f"{sweep.metric.upper()} % after fine-tuning")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    written.append(out_dir / f"{sweep.metric}_vs_seen_hours.png")
-    fig.savefig(written[-1], dpi=80)
-    plt.close(fig)
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    metric_keys = sorted(k for k in keys if k.startswith(f"{sweep.metric}_"))
+    per_keys = sorted(k for k in keys if k.startswith("per_"))
+    ylabel = f"{sweep.metric.upper()} % after fine-tuning"
+    written = [
+        _scatter(rows, "seen_hours", metric_keys, ("hours seen in pretraining", ylabel),
+                 out_dir / f"{sweep.metric}_vs_seen_hours.png")
+    ]  # fmt: skip
+    if per_keys:
+        written.append(_scatter(
+            rows, "seen_hours", per_keys, ("hours seen in pretraining",
+                                           "PER % of the frozen-encoder probe"),
+            out_dir / "per_vs_seen_hours.png"))  # fmt: skip
+    if "train_pflop" in keys:
+        written.append(_scatter(
+            rows, "train_pflop", metric_keys + per_keys,
+            ("training PFLOP (planner)", "error rate %"),
+            out_dir / f"{sweep.metric}_vs_train_pflop.png"))  # fmt: skip
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for run in sweep.runs:
         epochs = read_epochs(Path(expdir) / sweep.ssl_tag(run))
@@ -258,16 +445,33 @@ def plot_sweep(
     return written
 
 
-def report(sweep: Sweep, expdir: PathLike, out_dir: Optional[PathLike] = None) -> Dict:
-    """Collects every run and writes the table and plots; returns rows and files."""
-    out_dir = Path(out_dir or Path(expdir) / f"sweep_{sweep.name}")
-    rows = [collect_run(sweep, run, expdir) for run in sweep.runs]
+def report(
+    sweep: Sweep,
+    expdir: PathLike,
+    out_dir: Optional[PathLike] = None,
+    plans: Optional[Dict[str, Dict]] = None,
+) -> Dict:
+    """Collects every run and writes the table and plots; returns rows and files.
+
+    Args:
+        sweep: The sweep.
+        expdir: The recipe's ``--expdir``.
+        out_dir: Where to write (default ``<expdir>/sweep_<name>``).
+        plans: Run tag -> planner measurement (parameter and FLOP columns), or None.
+    """
+    out_dir = Path(out_dir or sweep.out_dir(expdir))
+    plans = plans or {}
+    rows = [collect_run(sweep, run, expdir, plans.get(run.tag)) for run in sweep.runs]
     files = write_table(rows, out_dir)
     plots = plot_sweep(sweep, rows, expdir, out_dir)
     logging.info(f"sweep {sweep.name}: {len(rows)} runs; table and plots in {out_dir}")
     return {"rows": rows, "files": files, "plots": plots}
 
 
-def describe(sweep: Sweep) -> str:
+def describe(sweep: Sweep, hours: Optional[Dict[str, float]] = None) -> str:
     """The runs' command lines, one per line (``--dry_run``)."""
-    return "\n".join(shlex.join(run_command(sweep, run)) for run in sweep.runs)
+    hours = hours or {}
+    return "\n".join(
+        shlex.join(run_command(sweep, run, seen_hours=hours.get(run.tag)))
+        for run in sweep.runs
+    )

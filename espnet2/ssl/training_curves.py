@@ -25,7 +25,9 @@ SKIPPED = ("time", "iter_time", "forward_time", "backward_time", "optim_step_tim
 
 def read_epochs(exp_dir: PathLike) -> List[Dict]:
     """One record per finished epoch: ``epoch``, ``seen_hours``, ``num_updates``,
-    ``train`` and ``valid`` (statistic -> value).
+    ``train`` and ``valid`` (statistic -> value), and ``train_seconds`` /
+    ``valid_seconds`` (the wall time ESPnet's reporter measured for the epoch's
+    training and validation; 0 when it holds none).
 
     Raises:
         FileNotFoundError: When ``checkpoint.pth`` or ``seen_audio.jsonl`` is missing
@@ -54,8 +56,16 @@ def read_epochs(exp_dir: PathLike) -> List[Dict]:
             num_updates=seen[epoch]["num_updates"],
             train=_numbers(stats[epoch].get("train", {})),
             valid=_numbers(stats[epoch].get("valid", {})),
+            train_seconds=_seconds(stats[epoch].get("train", {})),
+            valid_seconds=_seconds(stats[epoch].get("valid", {})),
         ))  # fmt: skip
     return records
+
+
+def _seconds(stats: Dict) -> float:
+    """The ``time`` ESPnet's reporter kept for a phase of an epoch, in seconds."""
+    elapsed = stats.get("time")
+    return elapsed.total_seconds() if hasattr(elapsed, "total_seconds") else 0.0
 
 
 def _numbers(stats: Dict) -> Dict[str, float]:

@@ -108,15 +108,19 @@ def test_plots_against_updates_and_hours_seen(straight):
 def test_a_sweep_report_tabulates_hours_seen_and_scores(
     corpus, straight, budget_run, tmp_path, ssl_train
 ):
-    """Two finished runs (straight and budget) reported as sweep ``s``; the CER comes
-    from the real scorer on a small reference/hypothesis pair."""
+    """Two finished runs (straight and budget) reported as sweep ``s``; the CER and
+    the phone probe's PER come from the real scorer on small reference/hypothesis
+    pairs, parameters and FLOPs from the planner on the runs' config."""
     from espnet2.bin.ssl_sweep import main
 
     expdir = tmp_path / "exp"
-    for tag, hyp in (("straight", "a b c"), ("budget", "a x c")):
+    decodes = [("asr_s_straight", "a b c"), ("asr_s_budget", "a x c"),
+               ("asr_s_straight_phones", "a x y")]  # fmt: skip
+    for tag in ("straight", "budget"):
         (expdir / f"ssl_s_{tag}").parent.mkdir(parents=True, exist_ok=True)
         (expdir / f"ssl_s_{tag}").symlink_to(corpus / tag)
-        decode = expdir / f"asr_s_{tag}" / "decode_dev"
+    for exp, hyp in decodes:
+        decode = expdir / exp / "decode_dev"
         decode.mkdir(parents=True)
         (decode / "ref").write_text("u1 a b c\n")
         (decode / "text").write_text(f"u1 {hyp}\n")
@@ -127,7 +131,10 @@ def test_a_sweep_report_tabulates_hours_seen_and_scores(
             check=True, env=ssl_train.environ(),
         )  # fmt: skip
     sweep = tmp_path / "s.yaml"
-    sweep.write_text("name: s\nruns:\n  - tag: straight\n  - tag: budget\n")
+    sweep.write_text(
+        f"name: s\nargs: [--ssl_config, {CONFIG}]\n"
+        "runs:\n  - tag: straight\n  - tag: budget\n"
+    )
     main(["report", str(sweep), "--expdir", str(expdir)])
     out = expdir / "sweep_s"
     rows = list(csv.DictReader(open(out / "results.csv")))
@@ -135,12 +142,21 @@ def test_a_sweep_report_tabulates_hours_seen_and_scores(
     # "a x c" for "a b c": 1 of 5 characters (spaces count) and 1 of 3 words
     assert [float(r["cer_dev"]) for r in rows] == [0, pytest.approx(20.0)]
     assert float(rows[1]["wer_dev"]) == pytest.approx(100 / 3)
+    assert float(rows[0]["per_dev"]) == pytest.approx(200 / 3)  # 2 of 3 "phones"
+    assert rows[1]["per_dev"] == ""  # no probe for that run
     assert float(rows[0]["seen_hours"]) == pytest.approx(
         seen_samples(straight / "2epoch.pth") / 16000 / 3600
     )
     assert float(rows[0]["crop_seconds"]) == CROP_SECONDS
+    assert 0 < float(rows[0]["pretrain_minutes"]) < 10
+    assert float(rows[0]["params_m"]) == pytest.approx(0.59, abs=0.01)
+    flops = float(rows[0]["train_gflop_per_audio_s"]) * 1e9
+    assert float(rows[0]["train_pflop"]) == pytest.approx(
+        flops * float(rows[0]["seen_hours"]) * 3600 / 1e15, rel=1e-3
+    )
     assert "| straight |" in (out / "results.md").read_text()
-    for name in ("cer_vs_seen_hours.png", "valid_loss_vs_seen_hours.png"):
+    for name in ("cer_vs_seen_hours.png", "valid_loss_vs_seen_hours.png",
+                 "per_vs_seen_hours.png", "cer_vs_train_pflop.png"):  # fmt: skip
         assert (out / name).stat().st_size > 1000
 
 

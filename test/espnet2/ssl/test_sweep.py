@@ -80,3 +80,76 @@ def test_cli_reports_a_bad_sweep_without_a_traceback(tmp_path, capsys):
         main(["report", str(write(tmp_path, "name: x\nruns: []\n"))])
     assert exit_info.value.code == 1
     assert "ssl_sweep: error:" in capsys.readouterr().err
+
+
+def test_a_grid_is_every_combination_of_its_axes_in_order(tmp_path):
+    sweep = load_sweep(write(tmp_path, """
+name: study
+ssl_args: --max_epoch 9
+grid:
+  objective:
+    - {tag: hubert, args: [--ssl_config, h.yaml]}
+    - {tag: w2v, args: [--ssl_config, w.yaml]}
+  data:
+    - {tag: 20min}
+    - {tag: 5min, args: [--train_hours, 0.08], ssl_args: --seed 1}
+  aug:
+    - {tag: noaug}
+    - {tag: aug, ssl_args: --collate_fn_conf augmentation.noise_prob=0.5}
+runs:
+  - tag: extra
+    args: [--ssl_config, x.yaml]
+"""))  # fmt: skip
+    tags = [run.tag for run in sweep.runs]
+    assert tags[:3] == ["hubert_20min_noaug", "hubert_20min_aug", "hubert_5min_noaug"]
+    assert len(tags) == 9 and tags[-1] == "extra"
+    assert sweep.axes == ["objective", "data", "aug"]
+    run = sweep.runs[tags.index("w2v_5min_aug")]
+    assert run.axes == {"objective": "w2v", "data": "5min", "aug": "aug"}
+    assert run.args == ["--ssl_config", "w.yaml", "--train_hours", "0.08"]
+    assert run.ssl_args == (
+        "--max_epoch 9 --seed 1 --collate_fn_conf augmentation.noise_prob=0.5"
+    )
+    assert run.ssl_config() == "w.yaml" and sweep.runs[-1].axes == {}
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("grid:\n  a: []\n", "grid.a needs a list"),
+        ("grid:\n  a: [{args: []}]\n", "grid.a\\[0\\] needs a tag"),
+        ("grid:\n  a: [{tag: x, seed: 1}]\n", "grid.a\\[0\\]: unknown keys"),
+        ("grid:\n  a: [{tag: x}, {tag: x}]\n", "unique tag"),
+        ("runs: [{tag: a}]\nbudget: {seen_hours: 1, training_pflop: 2}\n", "one of"),
+        ("runs: [{tag: a}]\nbudget: {reference: a}\n", "needs budget.seen_hours"),
+        ("runs: [{tag: a}]\nbudget: {seen_hours: 1, reference: b}\n", "not a run"),
+        ("runs: [{tag: a}]\nbudget: {seen_hours: -1}\n", "positive"),
+        ("runs: [{tag: a}]\nbudget: {hours: 1}\n", "budget: unknown keys"),
+        ("runs: [{tag: a}]\nbudget: {seen_hours: 1}\n", "has no --ssl_config"),
+    ],
+)
+def test_bad_grids_and_budgets_are_refused_with_the_reason(tmp_path, text, message):
+    with pytest.raises(ValueError, match=message):
+        load_sweep(write(tmp_path, "name: x\n" + text))
+
+
+def test_the_budget_is_appended_to_the_ssl_args_and_wins(tmp_path):
+    sweep = load_sweep(write(tmp_path, """
+name: b
+ssl_args: --max_seen_hours 9
+runs: [{tag: a, args: [--ssl_config, a.yaml]}]
+"""))  # fmt: skip
+    cmd = run_command(sweep, sweep.runs[0], seen_hours=0.25)
+    assert (
+        cmd[cmd.index("--ssl_args") + 1] == "--max_seen_hours 9 --max_seen_hours 0.25"
+    )
+
+
+@pytest.mark.parametrize("name, runs", [("objectives.yaml", 3), ("study.yaml", 24)])
+def test_the_recipe_studies_name_existing_configs_and_a_budget(name, runs):
+    sweep = load_sweep(SWEEPS / name)
+    assert len(sweep.runs) == runs and sweep.budget.reference in {
+        run.tag for run in sweep.runs
+    }
+    for run in sweep.runs:
+        assert (SWEEPS.parents[1] / run.ssl_config()).is_file(), run.tag
