@@ -12,6 +12,11 @@ Usage::
         --system wav2vec2=exp/asr_wav2vec2 --sets test_clean test_other \\
         --output RESULTS.md --description "fine-tuned on 10 h"
 
+    # phone transcripts (e.g. the recipe's phone probe): the WER of the phone
+    # "words" is the PER; --unit phone writes it as PER and leaves out the CER
+    python -m espnet2.bin.asr_score report --unit phone \\
+        --system probe=exp/asr_hubert_phones --sets test_clean --output RESULTS.md
+
 The counts are sclite's as ESPnet's ``asr.sh`` reports them (see
 :mod:`espnet2.utils.error_rate`). Every file is written to a temporary name and
 renamed, so an interrupted run never leaves a half-written result. A bad input is one
@@ -46,6 +51,13 @@ TOOL = "asr_score"
 UNITS = {"wer": "word", "cer": "char"}  # result.json key -> tokenizer
 RESULT_JSON = "result.json"
 COLUMNS = ("Corr", "Sub", "Del", "Ins", "Err", "S.Err")
+# report --unit: the tables of RESULTS.md, as (result.json key, rate name, heading);
+# the token column is "Wrd" in both word tables (as ESPnet's RESULTS.md), else "Phn"
+REPORT_TABLES = {
+    "word": (("wer", "WER", "WER (words)"), ("cer", "CER", "CER (characters)")),
+    "phone": (("wer", "PER", "PER (phones; the WER of the phone transcripts)"),),
+}
+TOKEN_COLUMN = {"word": "Wrd", "phone": "Phn"}
 
 
 def _add_score_parser(subparsers: Any) -> None:
@@ -90,6 +102,13 @@ def _add_report_parser(subparsers: Any) -> None:
     report.add_argument("--sets", nargs="+", required=True, help="test set names")
     report.add_argument("--output", required=True, help="the Markdown file to write")
     report.add_argument("--title", default="RESULTS", help="the first heading")
+    report.add_argument(
+        "--unit",
+        choices=tuple(REPORT_TABLES),
+        default="word",
+        help="what the transcripts' words are: word (WER and CER tables) or phone "
+        "(phone transcripts: their WER is reported as PER, without a CER)",
+    )
     report.add_argument(
         "--description",
         nargs="+",
@@ -205,12 +224,14 @@ def _counts_row(system: str, test_set: str, counts: ErrorCounts) -> str:
 
 
 def _counts_table(
-    results: Dict[Tuple[str, str], Dict[str, ErrorCounts]], key: str
+    results: Dict[Tuple[str, str], Dict[str, ErrorCounts]],
+    key: str,
+    heading: str,
+    token_column: str = "Wrd",
 ) -> List[str]:
-    """The WER (``key="wer"``) or CER table, one row per (system, set)."""
-    unit = {"wer": "WER (words)", "cer": "CER (characters)"}[key]
-    lines = [f"## {unit}", ""]
-    lines.append(_row(["system", "set", "Snt", "Wrd", *COLUMNS]))
+    """The table of ``result.json``'s ``key`` (wer, cer), one row per (system, set)."""
+    lines = [f"## {heading}", ""]
+    lines.append(_row(["system", "set", "Snt", token_column, *COLUMNS]))
     lines.append(_row(["---"] * (4 + len(COLUMNS))))
     for (system, test_set), counts in results.items():
         lines.append(_counts_row(system, test_set, counts[key]))
@@ -221,15 +242,17 @@ def _comparison_table(
     results: Dict[Tuple[str, str], Dict[str, ErrorCounts]],
     systems: Sequence[str],
     sets: Sequence[str],
+    unit: str = "word",
 ) -> List[str]:
     """``| set | <system> WER | ... | <system> CER | ... |``, one row per set."""
-    header = ["set"] + [f"{s} {k.upper()}" for k in UNITS for s in systems]
+    tables = REPORT_TABLES[unit]
+    header = ["set"] + [f"{s} {name}" for _, name, _ in tables for s in systems]
     lines = ["## Comparison (error rates in %)", "", _row(header)]
     lines.append(_row(["---"] * len(header)))
     for test_set in sets:
         rates = [
             _percent(results[(system, test_set)][key].error_rate)
-            for key in UNITS
+            for key, _, _ in tables
             for system in systems
         ]
         lines.append(_row([test_set, *rates]))
@@ -242,6 +265,7 @@ def results_markdown(
     sets: Sequence[str],
     title: str,
     description: Sequence[str] = (),
+    unit: str = "word",
 ) -> str:
     """The whole RESULTS.md: title, bullets, WER table, CER table, comparison.
 
@@ -251,6 +275,8 @@ def results_markdown(
         sets: Test set names, in row order.
         title: The first heading.
         description: Lines printed as bullet points under the title.
+        unit: ``"word"``, or ``"phone"`` for phone transcripts: one PER table (the
+            WER counts of the phones) instead of the WER and CER tables.
 
     Returns:
         Markdown text ending in one newline.
@@ -258,8 +284,9 @@ def results_markdown(
     lines = [f"# {title}", ""]
     if description:
         lines += [f"- {line}" for line in description] + [""]
-    lines += _counts_table(results, "wer") + _counts_table(results, "cer")
-    lines += _comparison_table(results, systems, sets)
+    for key, _, heading in REPORT_TABLES[unit]:
+        lines += _counts_table(results, key, heading, TOKEN_COLUMN[unit])
+    lines += _comparison_table(results, systems, sets, unit)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -278,7 +305,9 @@ def run_report(args: argparse.Namespace) -> None:
         for name, expdir in args.system
         for test_set in args.sets
     }
-    markdown = results_markdown(results, names, args.sets, args.title, args.description)
+    markdown = results_markdown(
+        results, names, args.sets, args.title, args.description, args.unit
+    )
     _write_text(Path(args.output), markdown)
     logging.info(f"{len(results)} (system, set) results written to {args.output}")
 

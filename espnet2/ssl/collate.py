@@ -11,6 +11,11 @@ the crop follow ``short_utterances``:
 * ``drop``: removed from the batch, with a warning that names them. A batch with
   none left is an error: filter the data first (``min_wav_duration``).
 
+``augmentation: {...}`` perturbs every training utterance (noise, speed, volume;
+``espnet2/ssl/augment.py``) before the crop, so crops are of the perturbed audio, and
+adds ``batch["augmented"]``, (B,) int64 bit flags of what was applied. Validation and
+collect-stats batches are never augmented and have no such key.
+
 Examples that the dataset skipped as bad (``--bad_utterances skip``,
 ``espnet2/ssl/checked_dataset.py``) arrive as ``(uid, {})`` and are removed first;
 a batch with none left is an error that names them.
@@ -19,25 +24,36 @@ References: Y. Gao et al., arXiv:2209.15575 (sequence-length truncation for SSL)
 ESPnet 202511 ``espnet2/train/collate_fn.py`` (``HuBERTCollateFn``).
 """
 
+import inspect
 import logging
-from typing import Collection, Dict, List, Optional, Tuple
+from typing import Collection, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from typeguard import typechecked
 
+from espnet2.ssl.augment import AUGMENTED_KEY, WaveformAugmentation
 from espnet2.ssl.crop import crop_offset, crop_utterance
 from espnet2.train.collate_fn import HuBERTCollateFn
 
 SHORT_UTTERANCES = ("pad", "drop")
+# WaveformAugmentation options that the collate sets from the model's geometry
+_AUGMENTATION_SET_BY_COLLATE = (
+    "sample_rate",
+    "frame_field",
+    "frame_stride",
+    "generator",
+)
 
 
 class SSLCollateFn(HuBERTCollateFn):
     """Crops, pads and stacks a batch of ``(utt_id, {"speech", "text"?})``.
 
     Returns ``(utt_ids, batch)`` with ``batch["speech"]`` (B, S) float padded with 0,
-    ``speech_lengths`` (B,) long (samples), and, with labels, ``text`` (B, L) long
-    padded with ``int_pad_value`` and ``text_lengths`` (B,) long (frames).
+    ``speech_lengths`` (B,) long (samples), with labels ``text`` (B, L) long
+    padded with ``int_pad_value`` and ``text_lengths`` (B,) long (frames), and, in
+    training with ``augmentation``, ``augmented`` (B,) int64 bit flags (noise 1,
+    speed 2, volume 4; 0: none).
     """
 
     @typechecked
@@ -51,6 +67,7 @@ class SSLCollateFn(HuBERTCollateFn):
         label_downsampling: int = 1,
         train: bool = True,
         generator: Optional[torch.Generator] = None,
+        augmentation: Optional[dict] = None,
         **kwargs,
     ):
         """Builds the collate.
@@ -67,7 +84,12 @@ class SSLCollateFn(HuBERTCollateFn):
             label_downsampling: Keep every n-th label (100 Hz MFCC labels for a
                 50 Hz model: 2), applied before cropping.
             train: Random crop offsets (training) or fixed ones (validation).
-            generator: Random source for the offsets (torch's global one when None).
+            generator: Random source for the offsets and the augmentation (torch's
+                global one when None).
+            augmentation: ``WaveformAugmentation`` options (``noise_scp``,
+                ``noise_prob``, ``noise_snr_db``, ``speed_prob``, ``speed_factors``,
+                ``volume_prob``, ``volume_db``), or None for none; used in training
+                only, labels are downsampled before it.
             **kwargs: ``HuBERTCollateFn``'s other options (padding values, noise and
                 reverberation, ``window_size``/``window_shift`` in ms, ...).
         """
@@ -81,11 +103,17 @@ class SSLCollateFn(HuBERTCollateFn):
                 f"crop_seconds={crop_seconds} is shorter than one model frame "
                 f"({frame_field} samples at {sample_rate} Hz)"
             )
+        self.augmentation = None
+        if train and augmentation is not None:
+            self.augmentation = _build_augmentation(
+                augmentation, sample_rate, frame_field, frame_stride, generator
+            )
         self.crop_samples, self.label_step = None, 1
         if crop_seconds is not None:
             self.crop_samples = int(round(crop_seconds * sample_rate))
-            # labels are downsampled here, before the crop; ESPnet's crop is off
-            kwargs.update(crop_audio=False)
+            kwargs.update(crop_audio=False)  # ESPnet's crop is off
+        if crop_seconds is not None or self.augmentation is not None:
+            # labels are downsampled here, before augmentation and crop
             self.label_step, label_downsampling = label_downsampling, 1
         super().__init__(
             label_downsampling=label_downsampling,
@@ -101,11 +129,36 @@ class SSLCollateFn(HuBERTCollateFn):
     def __call__(
         self, data: Collection[Tuple[str, Dict[str, np.ndarray]]]
     ) -> Tuple[List[str], Dict[str, torch.Tensor]]:
-        """Crops (when ``crop_seconds`` is set), then ESPnet's augment, pad, stack."""
+        """Augments (training), crops (``crop_seconds``), then ESPnet's pad, stack."""
         data = drop_skipped(data)
+        if self.label_step > 1:
+            data = downsample_labels(data, self.label_step)
+        flags = None
+        if self.augmentation is not None:
+            data, flags = self._augment_batch(data)
         if self.crop_samples is not None:
             data = self._crop_batch(data)
-        return super().__call__(data)
+        uttids, batch = super().__call__(data)
+        if flags is not None:
+            batch[AUGMENTED_KEY] = torch.tensor(
+                [flags[uid] for uid in uttids], dtype=torch.int64
+            )
+        return uttids, batch
+
+    def _augment_batch(
+        self, data: Sequence[Tuple[str, Dict[str, np.ndarray]]]
+    ) -> Tuple[List[Tuple[str, Dict[str, np.ndarray]]], Dict[str, int]]:
+        """Every utterance perturbed; its labels follow; flags by utterance id."""
+        augmented, flags = [], {}
+        for uid, sample in data:
+            speech, labels, flags[uid] = self.augmentation(
+                sample["speech"], sample.get("text")
+            )
+            item = dict(sample, speech=speech)
+            if labels is not None:
+                item["text"] = labels
+            augmented.append((uid, item))
+        return augmented, flags
 
     def _crop_batch(
         self, data: Collection[Tuple[str, Dict[str, np.ndarray]]]
@@ -114,8 +167,6 @@ class SSLCollateFn(HuBERTCollateFn):
         cropped, short = [], []
         for uid, sample in data:
             speech, labels = sample["speech"], sample.get("text")
-            if labels is not None and self.label_step > 1:
-                labels = labels[:: self.label_step]
             if len(speech) >= self.crop_samples:
                 speech, labels = self._crop(speech, labels)
             else:
@@ -166,6 +217,56 @@ class SSLCollateFn(HuBERTCollateFn):
             f"dropped {len(short)} of {batch_size} utterances shorter than "
             f"crop_seconds={seconds:g}: {names}"
         )
+
+
+def _build_augmentation(
+    options: dict,
+    sample_rate: int,
+    frame_field: int,
+    frame_stride: int,
+    generator: Optional[torch.Generator],
+) -> WaveformAugmentation:
+    """``WaveformAugmentation(**options)`` at the collate's rate and frame geometry."""
+    reserved = sorted(set(options) & set(_AUGMENTATION_SET_BY_COLLATE))
+    if reserved:
+        raise ValueError(
+            f"collate_fn_conf.augmentation must not set {reserved}: they follow the "
+            "model (frontend_conf.fs and the CNN's shapes); remove them"
+        )
+    known = set(inspect.signature(WaveformAugmentation).parameters)
+    unknown = sorted(set(options) - known)
+    if unknown:
+        keys = sorted(known - set(_AUGMENTATION_SET_BY_COLLATE))
+        raise ValueError(
+            f"collate_fn_conf.augmentation has unknown keys {unknown}; the keys are "
+            f"{keys}"
+        )
+    return WaveformAugmentation(
+        **options,
+        sample_rate=sample_rate,
+        frame_field=frame_field,
+        frame_stride=frame_stride,
+        generator=generator,
+    )
+
+
+def downsample_labels(
+    data: Sequence[Tuple[str, Dict[str, np.ndarray]]], step: int
+) -> List[Tuple[str, Dict[str, np.ndarray]]]:
+    """Every ``step``-th label of each example (``label_downsampling``).
+
+    Args:
+        data: ``(utt_id, {"speech": (S,), "text"?: (L,)})`` examples.
+        step: Keep labels 0, step, 2 step, ... (2: 100 Hz MFCC labels, 50 Hz model).
+
+    Returns:
+        The examples with ``text`` (ceil(L / step),); those without labels as they
+        are.
+    """
+    return [
+        (uid, dict(sample, text=sample["text"][::step]) if "text" in sample else sample)
+        for uid, sample in data
+    ]
 
 
 def drop_skipped(

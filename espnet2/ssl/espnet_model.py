@@ -18,9 +18,15 @@ Every constructor argument and method of ESPnet's ``ESPnetSSLModel`` keeps worki
   training stats report ``seen_hours``, ``batch_seconds`` and ``update_seconds``;
 * the training stats' ``num_masked_frames`` and ``sample_size`` are those of the global
   batch (summed over ranks); the loss weight stays the rank's own ``sample_size``.
+* ``frames`` (the features right before the preencoder, unmasked: the targets of the
+  ``reconstruction`` loss) can be requested by a loss, and the ``freq_mask`` util
+  masks channel blocks of those features before the preencoder (training and
+  validation, never ``inference_encode``), its (B, F) mask in ``frequency_mask``.
 
 References: wav2vec 2.0 (Baevski et al., 2020, arXiv:2006.11477); fairseq
-``fairseq/models/wav2vec/wav2vec2.py`` @ 3d262bb2 (``Wav2Vec2Model.forward``).
+``fairseq/models/wav2vec/wav2vec2.py`` @ 3d262bb2 (``Wav2Vec2Model.forward``); TERA
+(A. T. Liu, S.-W. Li, H.-y. Lee, IEEE/ACM TASLP 2021, arXiv:2007.06028) for the
+frequency masking and the reconstruction targets.
 """
 
 import contextlib
@@ -36,6 +42,7 @@ from espnet2.asr.frontend.abs_frontend import AbsFrontend
 from espnet2.asr.preencoder.abs_preencoder import AbsPreEncoder
 from espnet2.asr.specaug.abs_specaug import AbsSpecAug
 from espnet2.layers.abs_normalize import AbsNormalize
+from espnet2.ssl.augment import AUGMENTED_KEY, augmentation_stats
 from espnet2.ssl.loss.abs_loss import AbsSSLLoss
 from espnet2.ssl.utils.grad_multiply import scale_grad
 from espnet2.ssl.utils.seen_audio import SeenAudio, global_sum
@@ -79,8 +86,9 @@ def _seeded_rng(seed: int, device: torch.device):
 class ESPnetSSLModel(AbsESPnetModel):
     """An encoder-only SSL model: frontend -> preencoder -> mask -> encoder -> losses.
 
-    Objectives: HuBERT (``hubert``), wav2vec 2.0 (``wav2vec2``); several losses can
-    be combined by listing them under ``loss:`` in the training config.
+    Objectives: HuBERT (``hubert``), wav2vec 2.0 (``wav2vec2``), masked frame
+    reconstruction (``reconstruction``, TERA-style); several losses can be combined
+    by listing them under ``loss:`` in the training config.
     """
 
     @typechecked
@@ -148,6 +156,18 @@ class ESPnetSSLModel(AbsESPnetModel):
             if frontend is None:
                 raise ValueError("feature_layer_norm needs a frontend")
             self.feature_norm = torch.nn.LayerNorm(frontend.output_size())
+        trainable_frontend = feature_grad_mult != 0.0 and any(
+            p.requires_grad for p in (() if frontend is None else frontend.parameters())
+        )
+        if "frames" in required_inputs and (trainable_frontend or feature_layer_norm):
+            logging.warning(
+                "A loss reconstructs the encoder input frames, but they come from a "
+                f"trainable {type(frontend).__name__} (feature_grad_mult="
+                f"{feature_grad_mult}, feature_layer_norm={feature_layer_norm}): "
+                "the encoder can lower the loss by collapsing its targets. Set "
+                "model_conf.feature_grad_mult: 0 and feature_layer_norm: false, or "
+                "use frontend: default (log-mel)."
+            )
         # forward passes in training (ESPnet's counter, kept for compatibility)
         self.register_buffer("global_step", torch.tensor([0]))
         # optimizer updates, counted by a hook that SSLTask.build_optimizers installs
@@ -218,12 +238,16 @@ class ESPnetSSLModel(AbsESPnetModel):
             speech_lengths: Valid samples (B,) long.
             text: Frame labels (B, L) long (HuBERT), padded with -1.
             text_lengths: (B,) long.
+            **kwargs: ``augmented`` (B,) int64 bit flags of the collate's
+                augmentation (training only) add the stats ``aug_share`` (any) and
+                ``aug_{noise,speed,volume}_share``; others (``utt_id``) are ignored.
 
         Returns:
             The loss (a mean per sample; ``stats["sample_size"]`` is its weight when
             a loss reports one, else the batch size), the stats, and the weight.
         """
         assert speech.shape[0] == speech_lengths.shape[0], speech.shape
+        augmented = kwargs.pop(AUGMENTED_KEY, None)
         if "ema" in self.util_modules:  # moved here to avoid NCCL issues (ESPnet)
             self.util_modules["ema"].update_device_and_type(speech.device, speech.dtype)
         self._step_schedules()
@@ -237,6 +261,8 @@ class ESPnetSSLModel(AbsESPnetModel):
                     speech, speech_lengths, text, text_lengths, seeds
                 )
         stats["loss"] = total_loss.detach().item()
+        if augmented is not None:
+            stats.update(augmentation_stats(augmented))
         weight = stats.get("sample_size", speech.shape[0])
         if self.training:
             self._sum_counts_over_ranks(stats, speech.device)
@@ -326,14 +352,39 @@ class ESPnetSSLModel(AbsESPnetModel):
         return feats, lengths
 
     def _encoder_input(
-        self, speech: torch.Tensor, speech_lengths: torch.Tensor, data: Dict
+        self,
+        speech: torch.Tensor,
+        speech_lengths: torch.Tensor,
+        data: Dict,
+        frequency_masking: bool = False,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Frontend, augmentation, normalisation and preencoder: (B, T, D), (B,)."""
+        """Frontend, augmentation, normalisation and preencoder: (B, T, D), (B,).
+
+        Args:
+            speech: Waveforms (B, S).
+            speech_lengths: Valid samples (B,).
+            data: Filled with the keys the losses ask for: ``frames`` (B, T, F)
+                and ``frames_lengths`` (B,), the features right before the
+                preencoder (unmasked), and ``frequency_mask`` (B, F) bool or None.
+            frequency_masking: Apply the ``freq_mask`` util to the features before
+                the preencoder (``encode`` does, in training and validation;
+                ``inference_encode`` never does).
+
+        Returns:
+            The encoder input (B, T, D) and its lengths (B,).
+        """
         feats, lengths = self._features(speech, speech_lengths, data)
         if self.specaug is not None and self.training:
             feats, lengths = self.specaug(feats, lengths)
         if self.normalize is not None:
             feats, lengths = self.normalize(feats, lengths)
+        if "frames" in self.required_inputs:
+            data["frames"], data["frames_lengths"] = feats, lengths
+        if frequency_masking and "freq_mask" in self.util_attributes:
+            masker = self.util_modules["freq_mask"]
+            feats, data["frequency_mask"] = masker(feats, lengths)
+        elif "frequency_mask" in self.required_inputs:
+            data["frequency_mask"] = None
         if self.preencoder is not None:
             feats, lengths = self.preencoder(feats, lengths)
             if "preencoder" in self.required_inputs:
@@ -374,7 +425,9 @@ class ESPnetSSLModel(AbsESPnetModel):
             ``features``, ``features_penalty``, ``preencoder`` entries.
         """
         data = {}
-        x, lengths = self._encoder_input(speech, speech_lengths, data)
+        x, lengths = self._encoder_input(
+            speech, speech_lengths, data, frequency_masking=True
+        )
         pad_masks = make_pad_mask(lengths, maxlen=x.shape[1]).to(x.device)
         if "ema" in self.util_attributes:
             with torch.no_grad():

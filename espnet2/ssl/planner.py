@@ -133,9 +133,13 @@ def encoder_flops_check(
 ) -> Optional[Dict[str, float]]:
     """Counted vs analytic forward FLOPs of CNN + projection + encoder (transformer).
 
-    Returns None for encoders without an analytic count.
+    Returns None for encoders without an analytic count, and for frontends other
+    than the CNN (``wav2vec_cnn``, the default): the analytic count knows only the
+    CNN (an STFT frontend such as ``default`` would be counted as a CNN it is not).
     """
     if config.get("encoder") != "transformer":
+        return None
+    if config.get("frontend", "wav2vec_cnn") != "wav2vec_cnn":
         return None
     batch = _batch(config, crop_seconds, sample_rate)
     speech, lengths = batch["speech"], batch["speech_lengths"]

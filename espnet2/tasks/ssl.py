@@ -4,6 +4,10 @@ Replaces ``espnet2/tasks/ssl.py`` of ESPnet 202511 (CONTRIBUTING.md lists it). E
 module-level name, option and default of ESPnet's version keeps working; added:
 
 * loss ``wav2vec2`` (``espnet2.ssl.loss.wav2vec2.Wav2Vec2Loss``);
+* loss ``reconstruction`` (``espnet2.ssl.loss.reconstruction.ReconstructionLoss``,
+  TERA-style L1 reconstruction of the masked encoder input frames) and util
+  ``freq_mask`` (``FrequencyMasking``, channel blocks of those frames; no-op by
+  default);
 * loss ``hubert`` is ESPnet's, reporting its masked frames as ``sample_size``
   (``WeightedHuBERTLoss``), so that ranks are weighted by them;
 * encoder ``transformer`` is ``Wav2Vec2TransformerEncoder``, ESPnet's
@@ -16,6 +20,9 @@ module-level name, option and default of ESPnet's version keeps working; added:
 * the collate window/shift follow ``frontend_conf.shapes`` of the CNN frontend;
 * ``--speech_volume_normalize`` reaches the preprocessor (ESPnet passed ``rir_scp``);
 * ``collate_fn_conf.crop_seconds``: fixed-length crops (``espnet2/ssl/collate.py``);
+* ``collate_fn_conf.augmentation``: noise, speed and volume perturbation of training
+  utterances (``espnet2/ssl/augment.py``; never in validation or collect-stats), with
+  their shares reported as ``aug_share`` etc.;
 * ``--batch_seconds`` (+ ``--max_device_batch_seconds``) sets ``batch_type``,
   ``batch_bins``/``batch_size`` and ``accum_grad`` (``espnet2/ssl/budget.py``), and
   ``--lr_scaling`` scales ``optim_conf.lr`` from ``--lr_reference_batch_seconds``;
@@ -80,8 +87,10 @@ from espnet2.ssl.espnet_model import ESPnetSSLModel
 from espnet2.ssl.loss.abs_loss import AbsSSLLoss
 from espnet2.ssl.loss.hubert import HuBERTLoss  # noqa: F401 (ESPnet's name, kept)
 from espnet2.ssl.loss.hubert_weighted import WeightedHuBERTLoss
+from espnet2.ssl.loss.reconstruction import ReconstructionLoss
 from espnet2.ssl.loss.wav2vec2 import Wav2Vec2Loss
 from espnet2.ssl.trainer import SSLTrainer
+from espnet2.ssl.utils.frequency_mask import FrequencyMasking
 from espnet2.ssl.utils.span_mask import SpanMasking
 from espnet2.tasks.abs_task import AbsTask, IteratorOptions
 from espnet2.text.phoneme_tokenizer import g2p_choices
@@ -134,13 +143,17 @@ encoder_choices = ClassChoices(
 )
 loss_choices = ClassChoices(
     "loss",
-    classes=dict(hubert=WeightedHuBERTLoss, wav2vec2=Wav2Vec2Loss),
+    classes=dict(
+        hubert=WeightedHuBERTLoss,
+        wav2vec2=Wav2Vec2Loss,
+        reconstruction=ReconstructionLoss,
+    ),
     type_check=AbsSSLLoss,
     default="hubert",
 )
 util_choices = ClassChoices(
     "util",
-    classes=dict(mask=SpanMasking),
+    classes=dict(mask=SpanMasking, freq_mask=FrequencyMasking),
     type_check=torch.nn.Module,
     default=None,
 )
@@ -417,8 +430,10 @@ class SSLTask(AbsTask):
         """ESPnet's HuBERT collate plus ``crop_seconds`` (``espnet2/ssl/collate.py``).
 
         ``collate_fn_conf`` keys: ``crop_seconds`` [null: crop training batches to
-        their shortest utterance, as ESPnet], ``short_utterances`` [pad|drop], and
-        ESPnet's (``label_downsampling``, ``pad``, ``rand_crop``, ...).
+        their shortest utterance, as ESPnet], ``short_utterances`` [pad|drop],
+        ``augmentation`` [null, or ``WaveformAugmentation`` options; off in
+        collect-stats], and ESPnet's (``label_downsampling``, ``pad``,
+        ``rand_crop``, ...).
         """
         fs, field, stride = cls._frame_geometry(args)
         user = dict(args.collate_fn_conf)
@@ -426,6 +441,7 @@ class SSLTask(AbsTask):
         crop_audio = user.pop("crop_audio", True) and not args.collect_stats
         crop_seconds = user.pop("crop_seconds", None) if crop_audio else None
         user.pop("crop_seconds", None)
+        augmentation = user.pop("augmentation", None)
         return SSLCollateFn(
             crop_seconds=crop_seconds,
             short_utterances=user.pop("short_utterances", "pad"),
@@ -437,6 +453,7 @@ class SSLTask(AbsTask):
             window_size=user.pop("window_size", field / (fs / 1000)),
             window_shift=user.pop("window_shift", stride / (fs / 1000)),
             train=train,
+            augmentation=None if args.collect_stats else augmentation,
             **conf,
             **user,
         )

@@ -32,15 +32,23 @@
 #      the packed zip, or --pretrained_model, unpacked once into <asr exp>/ssl_model/) into
 #      ${expdir}/<asr_tag>; with --asr_baseline true also the same config from an
 #      untrained model of the same architecture into ${expdir}/<asr_tag>_scratch.
+#      With --phone_probe true also the phone recognition probe (SUPERB PR, S.-w. Yang
+#      et al., Interspeech 2021, arXiv:2105.01051): the phones of each set's phones.ctm
+#      as ${dumpdir}/raw/<set>/text_phn (espnet2.bin.ssl_phone_text), their token list,
+#      and ${probe_config} (the same model frozen, a learned softmax-weighted sum of its
+#      layers, a linear CTC head) into ${expdir}/<asr_tag>_phones. A set without
+#      phones.ctm stops the run after stage 2.
 #   8. Decoding and scoring: espnet2.bin.asr_inference (CTC) of every test set in
 #      ${inference_nj} jobs into <asr exp>/decode_<set>/text, WER and CER by
 #      espnet2.bin.asr_score into <asr exp>/decode_<set>/score/, and a table of all
-#      sets (and the baseline) in ${expdir}/<asr_tag>/RESULTS.md.
-#   9. Release: the zip again with the fine-tuning results in its model card into
-#      ${expdir}/<last tag>/release/<last tag>.zip, and the Hugging Face hub folder
-#      release/hf_hub/ (the archive's files, the card as README.md, and the transformers
-#      config.json + weights of espnet2.bin.ssl_hf_convert where the architecture has a
-#      transformers class); the upload command (network, token) is printed, not run.
+#      sets (and the baseline) in ${expdir}/<asr_tag>/RESULTS.md; with --phone_probe
+#      true the probe's PER (its WER against text_phn) in <asr_tag>_phones/RESULTS.md.
+#   9. Release: the zip again with the fine-tuning results (and the probe's PER) in its
+#      model card into ${expdir}/<last tag>/release/<last tag>.zip, and the Hugging Face
+#      hub folder release/hf_hub/ (the archive's files, the card as README.md, and the
+#      transformers config.json + weights of espnet2.bin.ssl_hf_convert where the
+#      architecture has a transformers class); the upload command (network, token) is
+#      printed, not run.
 set -euo pipefail
 
 log() {
@@ -93,6 +101,10 @@ asr_baseline=false      # also fine-tune the same ASR config from an untrained S
 token_type=char         # ASR output units: char or bpe (sentencepiece)
 nbpe=100                # bpe: sentencepiece vocabulary size
 asr_model_name=valid.loss.best.pth  # ASR checkpoint decoded in stage 8
+# Phone recognition probe (SUPERB PR: the SSL model frozen, a weighted sum of its layers)
+phone_probe=false       # also train a linear CTC phone probe on the frozen model and score its PER
+probe_config=""         # ASR config of the probe (required with --phone_probe true)
+probe_args=""           # extra options for the probe's espnet2.bin.asr_train
 # Decoding and scoring
 inference_nj=4          # parallel decoding jobs per set
 gpu_inference=false     # decode on GPUs (one per job, round robin over --ngpu)
@@ -145,6 +157,9 @@ Options:
     --token_type          # char or bpe (default="${token_type}")
     --nbpe                # bpe vocabulary size (default="${nbpe}")
     --asr_model_name      # ASR checkpoint decoded in stage 8 (default="${asr_model_name}")
+    --phone_probe         # also train and score the frozen-model phone probe (default="${phone_probe}")
+    --probe_config        # ASR config of the probe (required with --phone_probe true)
+    --probe_args          # extra options for the probe's asr_train (default="${probe_args}")
     --inference_nj        # parallel decoding jobs per set (default="${inference_nj}")
     --gpu_inference       # decode on GPUs (default="${gpu_inference}")
     --inference_args      # extra options for espnet2.bin.asr_inference (default="${inference_args}")
@@ -172,6 +187,10 @@ if [ "${stop_stage}" -ge 7 ] && [ "${stage}" -le 8 ]; then
     [ -n "${labeled_set}" ] || { log "Error: --labeled_set is required for stages 7-8"; exit 2; }
     [ -n "${test_sets}" ] || { log "Error: --test_sets is required for stage 8"; exit 2; }
     case "${token_type}" in char|bpe) ;; *) log "Error: --token_type must be char or bpe, not '${token_type}'"; exit 2 ;; esac
+    if "${phone_probe}" && [ -z "${probe_config}" ]; then
+        log "Error: --phone_probe true needs --probe_config (e.g. conf/train_asr_phone_probe_tiny.yaml)"
+        exit 2
+    fi
 fi
 [ -n "${ssl_tag}" ] || ssl_tag=$(basename "${ssl_config:-none}" .yaml | sed 's/^train_//')
 
@@ -387,60 +406,88 @@ first_targets_tag() {
     echo "${target_type}${layer_part}_km${n_clusters}"
 }
 
-# token_dir: the token list of the fine-tuning (and the sentencepiece model for bpe)
+# The output units of a fine-tuning (UNIT below): char or bpe (--token_type: the ASR of
+# stage 7) or phn (the phone probe: the phones of text_phn, one word token each)
+
+# unit_text UNIT: the transcript file of UNIT in every ${dumpdir}/raw/<set>
+unit_text() {
+    if [ "$1" = phn ]; then echo text_phn; else echo text; fi
+}
+
+# token_dir UNIT: the token list of UNIT (and the sentencepiece model for bpe)
 token_dir() {
-    if [ "${token_type}" = bpe ]; then
+    if [ "$1" = bpe ]; then
         echo "${dumpdir}/token_list/${labeled_set}_bpe${nbpe}"
     else
-        echo "${dumpdir}/token_list/${labeled_set}_char"
+        echo "${dumpdir}/token_list/${labeled_set}_$1"
     fi
 }
 
-# make_token_list: ${token_type} tokens of the labeled set's text, with <blank> and <unk>
+# make_token_list UNIT: UNIT tokens of the labeled set's $(unit_text UNIT), with
+# <blank>, <unk> and <sos/eos>
 make_token_list() {
-    local dir
-    dir=$(token_dir)
-    local stamp="type=${token_type} nbpe=${nbpe} data=$(cat "${dumpdir}/raw/.${labeled_set}.done")"
+    local unit=$1
+    local dir text
+    dir=$(token_dir "${unit}")
+    text="${dumpdir}/raw/${labeled_set}/$(unit_text "${unit}")"
+    local stamp="type=${unit} nbpe=${nbpe} data=$(cat "${dumpdir}/raw/.${labeled_set}.done")"
     if is_done "${dir}/.done" "${stamp}"; then
         log "tokens ${dir}: already done with the same options; skipping"
         return
     fi
     rm -rf "${dir}"
     mkdir -p "${dir}"
-    local opts=(--token_type "${token_type}")
-    if [ "${token_type}" = bpe ]; then
-        cut -f 2- -d " " "${dumpdir}/raw/${labeled_set}/text" > "${dir}/train.txt"
+    local opts=(--token_type "${unit}")
+    [ "${unit}" != phn ] || opts=(--token_type word)  # phones: space separated
+    if [ "${unit}" = bpe ]; then
+        cut -f 2- -d " " "${text}" > "${dir}/train.txt"
         python -m espnet2.bin.spm_train --input="${dir}/train.txt" --vocab_size="${nbpe}" \
             --model_type=unigram --model_prefix="${dir}/bpe" --character_coverage=1.0 \
             --input_sentence_size=100000000 > "${dir}/spm_train.log" 2>&1 \
             || { log "Error: sentencepiece training failed; see ${dir}/spm_train.log (a smaller --nbpe?)"; exit 1; }
         opts+=(--bpemodel "${dir}/bpe.model")
     fi
-    log "tokens: ${token_type} token list of ${labeled_set} into ${dir}/tokens.txt"
-    python -m espnet2.bin.tokenize_text "${opts[@]}" --input "${dumpdir}/raw/${labeled_set}/text" \
+    log "tokens: ${unit} token list of ${text} into ${dir}/tokens.txt"
+    python -m espnet2.bin.tokenize_text "${opts[@]}" --input "${text}" \
         --output "${dir}/tokens.txt" --field 2- --write_vocabulary true \
         --add_symbol "<blank>:0" --add_symbol "<unk>:1" --add_symbol "<sos/eos>:-1"
     echo "${stamp}" > "${dir}/.done"
 }
 
-# asr_token_options: the token options of asr_train
+# asr_token_options UNIT: the token options of asr_train
 asr_token_options() {
-    echo "--token_type ${token_type} --token_list $(token_dir)/tokens.txt"
-    if [ "${token_type}" = bpe ]; then echo "--bpemodel $(token_dir)/bpe.model"; fi
+    local unit=$1
+    local type="${unit}"
+    [ "${unit}" != phn ] || type=word
+    echo "--token_type ${type} --token_list $(token_dir "${unit}")/tokens.txt"
+    if [ "${unit}" = bpe ]; then echo "--bpemodel $(token_dir "${unit}")/bpe.model"; fi
 }
 
-# asr_stats_dir: collect-stats of the fine-tuning, one per token list
+# asr_data_options UNIT: the data options of asr_train (audio and UNIT transcripts of
+# the labeled and valid sets), one a line
+asr_data_options() {
+    local unit=$1
+    local dset split=train
+    for dset in "${labeled_set}" "${valid_set}"; do
+        printf '%s\n' "--${split}_data_path_and_name_and_type" "${dumpdir}/raw/${dset}/wav.scp,speech,sound"
+        printf '%s\n' "--${split}_data_path_and_name_and_type" "${dumpdir}/raw/${dset}/$(unit_text "${unit}"),text,text"
+        split=valid
+    done
+}
+
+# asr_stats_dir UNIT: collect-stats of the fine-tuning, one per token list
 asr_stats_dir() {
-    echo "${expdir}/asr_stats_$(basename "$(token_dir)")"
+    echo "${expdir}/asr_stats_$(basename "$(token_dir "$1")")"
 }
 
-# asr_stats CONFIG: ESPnet's collect-stats of the labeled and valid sets (the shapes
-# the batch sampler sorts by), once per token list
+# asr_stats CONFIG UNIT: ESPnet's collect-stats of the labeled and valid sets (the
+# shapes the batch sampler sorts by), once per token list
 asr_stats() {
-    local config=$1
-    local stats
-    stats=$(asr_stats_dir)
-    local stamp="sets=${labeled_set},${valid_set} tokens=$(cat "$(token_dir)/.done")"
+    local config=$1 unit=$2
+    local stats data_opts
+    stats=$(asr_stats_dir "${unit}")
+    mapfile -t data_opts < <(asr_data_options "${unit}")
+    local stamp="sets=${labeled_set},${valid_set} tokens=$(cat "$(token_dir "${unit}")/.done")"
     if is_done "${stats}/.done" "${stamp}"; then
         log "fine-tuning: statistics in ${stats} already collected; skipping"
         return
@@ -450,8 +497,8 @@ asr_stats() {
     mkdir -p "${stats}"
     # shellcheck disable=SC2046
     python -m espnet2.bin.asr_train --collect_stats true --ngpu 0 --config "${config}" \
-        --model_conf extract_feats_in_collect_stats=false $(asr_token_options) \
-        "${asr_data_opts[@]}" \
+        --model_conf extract_feats_in_collect_stats=false $(asr_token_options "${unit}") \
+        "${data_opts[@]}" \
         --train_shape_file "${dumpdir}/raw/${labeled_set}/wav.scp" \
         --valid_shape_file "${dumpdir}/raw/${valid_set}/wav.scp" \
         --output_dir "${stats}" > "${stats}/collect_stats.log" 2>&1 \
@@ -459,28 +506,46 @@ asr_stats() {
     echo "${stamp}" > "${stats}/.done"
 }
 
-# finetune EXP MODEL: asr_train of ${asr_config} into EXP, the espnet_ssl frontend
-# loading MODEL (a packed zip, or a .pth next to its config.yaml)
+# finetune EXP MODEL CONFIG UNIT ARGS: asr_train of CONFIG (extra options ARGS) on UNIT
+# transcripts into EXP, the espnet_ssl frontend loading MODEL (a packed zip, or a .pth
+# next to its config.yaml)
 finetune() {
-    local exp=$1 model=$2
-    local stamp="config=${asr_config} model=$(model_stamp "${model}") tokens=$(token_dir)"
-    stamp+=" ngpu=${ngpu} args=${asr_args}"
+    local exp=$1 model=$2 config=$3 unit=$4 args=$5
+    local stamp="config=${config} model=$(model_stamp "${model}") tokens=$(token_dir "${unit}")"
+    stamp+=" ngpu=${ngpu} args=${args}"
     start_exp "${exp}" "${stamp}" || return 0
-    python -m espnet2.bin.ssl_recipe_config set_frontend_model "${asr_config}" "${model}" \
+    python -m espnet2.bin.ssl_recipe_config set_frontend_model "${config}" "${model}" \
         "${exp}/train_config.yaml"
-    asr_stats "${exp}/train_config.yaml"
-    local stats
-    stats=$(asr_stats_dir)
+    asr_stats "${exp}/train_config.yaml" "${unit}"
+    local stats data_opts
+    stats=$(asr_stats_dir "${unit}")
+    mapfile -t data_opts < <(asr_data_options "${unit}")
     # shellcheck disable=SC2046,SC2086
     train_or_fail asr_train "${exp}" --config "${exp}/train_config.yaml" \
-        --ngpu "${ngpu}" $(dist_options "${exp}") --resume true $(asr_token_options) \
-        "${asr_data_opts[@]}" \
+        --ngpu "${ngpu}" $(dist_options "${exp}") --resume true $(asr_token_options "${unit}") \
+        "${data_opts[@]}" \
         --train_shape_file "${stats}/train/speech_shape" \
         --train_shape_file "${stats}/train/text_shape" \
         --valid_shape_file "${stats}/valid/speech_shape" \
         --valid_shape_file "${stats}/valid/text_shape" \
-        --output_dir "${exp}" ${asr_args}
+        --output_dir "${exp}" ${args}
     echo "${stamp}" > "${exp}/.done"
+}
+
+# phone_text SET: ${dumpdir}/raw/SET/text_phn, the phones of its phones.ctm in time
+# order, one line per utterance (espnet2.bin.ssl_phone_text; the phone probe's text)
+phone_text() {
+    local dir="${dumpdir}/raw/$1" stamp
+    stamp="data=$(cat "${dumpdir}/raw/.$1.done")"
+    if is_done "${dir}/.text_phn.done" "${stamp}"; then
+        log "phones ${dir}/text_phn: already done with the same options; skipping"
+        return
+    fi
+    rm -f "${dir}/.text_phn.done"
+    python -m espnet2.bin.ssl_phone_text --ctm "${dir}/phones.ctm" \
+        --utt_list "${dir}/wav.scp" --output "${dir}/text_phn" \
+        || { log "Error: no phone transcripts for ${dir} (see above)"; exit 1; }
+    echo "${stamp}" > "${dir}/.text_phn.done"
 }
 
 # untrained_model: a model of the last SSL model's architecture with fresh weights (the
@@ -521,12 +586,20 @@ asr_exps() {
     if "${asr_baseline}"; then echo "scratch=${expdir}/${asr_tag}_scratch"; fi
 }
 
-# decode EXP SET: CTC decoding of SET by EXP's ${asr_model_name} in ${inference_nj} jobs
-# into EXP/decode_SET/text, then WER and CER into EXP/decode_SET/score/
+# probe_exp: the experiment of the phone probe (--phone_probe true)
+probe_exp() {
+    echo "${expdir}/${asr_tag}_phones"
+}
+
+# decode EXP SET UNIT: CTC decoding of SET by EXP's ${asr_model_name} in ${inference_nj}
+# jobs into EXP/decode_SET/text, then WER and CER against SET's UNIT transcripts
+# ($(unit_text UNIT); for phones the WER is the PER) into EXP/decode_SET/score/
 decode() {
-    local exp=$1 dset=$2
-    local dir="${exp}/decode_${dset}" model="${exp}/${asr_model_name}"
+    local exp=$1 dset=$2 unit=$3
+    local dir="${exp}/decode_${dset}" model="${exp}/${asr_model_name}" ref
+    ref="${dumpdir}/raw/${dset}/$(unit_text "${unit}")"
     [ -f "${model}" ] || { log "Error: ${model} does not exist; run stage 7 first (or set --asr_model_name)"; exit 1; }
+    [ -f "${ref}" ] || { log "Error: ${ref} does not exist; run stage 7 first"; exit 1; }
     local stamp="model=$(model_stamp "${model}") args=${inference_args}"
     stamp+=" data=$(cat "${dumpdir}/raw/.${dset}.done")"
     if is_done "${dir}/.done" "${stamp}"; then
@@ -563,9 +636,38 @@ decode() {
     done
     [ "${failed}" -eq 0 ] || exit 1
     cat "${dir}"/logdir/output.*/1best_recog/text | LC_ALL=C sort > "${dir}/text"
-    python -m espnet2.bin.asr_score score --ref "${dumpdir}/raw/${dset}/text" \
+    python -m espnet2.bin.asr_score score --ref "${ref}" \
         --hyp "${dir}/text" --out_dir "${dir}/score"
     echo "${stamp}" > "${dir}/.done"
+}
+
+# results_table FILE UNIT TITLE SYSTEMS NOTE...: every test set decoded and scored by
+# each of SYSTEMS ("name=exp ...", see decode), then their tables into FILE (asr_score
+# report; --unit phone for phn: PER) with the NOTEs as bullet points
+results_table() {
+    local file=$1 unit=$2 title=$3 systems=$4
+    shift 4
+    local opts=() scores="" system dset note
+    for system in ${systems}; do
+        for dset in ${test_sets}; do
+            decode "${system#*=}" "${dset}" "${unit}"
+            scores+=" $(model_stamp "${system#*=}/decode_${dset}/score/result.json")"
+        done
+        opts+=(--system "${system}")
+    done
+    for note in "$@"; do opts+=(--description "${note}"); done
+    local done_file stamp="${opts[*]}${scores}"
+    done_file="$(dirname "${file}")/.results.done"
+    if [ -f "${file}" ] && is_done "${done_file}" "${stamp}"; then
+        log "${file}: already done with the same options; skipping"
+        return
+    fi
+    local report_unit=word
+    [ "${unit}" != phn ] || report_unit=phone
+    # shellcheck disable=SC2086
+    python -m espnet2.bin.asr_score report --unit "${report_unit}" "${opts[@]}" \
+        --sets ${test_sets} --output "${file}" --title "${title}"
+    echo "${stamp}" > "${done_file}"
 }
 
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
@@ -609,6 +711,15 @@ if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
         python -m espnet2.bin.filter_data_dir "${range[@]}" --sample_rate "${fs}" \
             "data/${dset}" "${dumpdir}/raw/${dset}"
         echo "${stamp}" > "${dumpdir}/raw/.${dset}.done"
+    done
+fi
+
+# --phone_probe needs the phone alignments of the sets it uses: stop before the
+# pretraining, not at stage 7
+if "${phone_probe}" && [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
+    for dset in $(unique_words "${labeled_set} ${valid_set} ${test_sets}"); do
+        ctm="${dumpdir}/raw/${dset}/phones.ctm"
+        [ -f "${ctm}" ] || { log "Error: --phone_probe true needs ${ctm}, the phone alignments of ${dset} ('<utt> 1 <start_s> <dur_s> <phone>' lines; stage 2 copies data/${dset}/phones.ctm). Fix: provide data/${dset}/phones.ctm and run stage 2 again, or run with --phone_probe false"; exit 1; }
     done
 fi
 
@@ -669,12 +780,6 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
 fi
 
 [ -n "${asr_tag}" ] || asr_tag="asr_$(final_tag)"
-asr_data_opts=(
-    --train_data_path_and_name_and_type "${dumpdir}/raw/${labeled_set}/wav.scp,speech,sound"
-    --train_data_path_and_name_and_type "${dumpdir}/raw/${labeled_set}/text,text,text"
-    --valid_data_path_and_name_and_type "${dumpdir}/raw/${valid_set}/wav.scp,speech,sound"
-    --valid_data_path_and_name_and_type "${dumpdir}/raw/${valid_set}/text,text,text"
-)
 
 if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
     zip=$(ssl_model)
@@ -687,45 +792,47 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
         fi
         exit 1
     fi
-    make_token_list
-    finetune "${expdir}/${asr_tag}" "${zip}"
+    make_token_list "${token_type}"
+    finetune "${expdir}/${asr_tag}" "${zip}" "${asr_config}" "${token_type}" "${asr_args}"
     if "${asr_baseline}"; then
         log "Stage 7: the baseline: ${asr_config} from an untrained model into ${expdir}/${asr_tag}_scratch"
-        finetune "${expdir}/${asr_tag}_scratch" "$(untrained_model)"
+        finetune "${expdir}/${asr_tag}_scratch" "$(untrained_model)" "${asr_config}" \
+            "${token_type}" "${asr_args}"
+    fi
+    if "${phone_probe}"; then
+        log "Stage 7: the phone probe: ${probe_config} on the frozen ${zip} into $(probe_exp)"
+        for dset in $(unique_words "${labeled_set} ${valid_set} ${test_sets}"); do
+            phone_text "${dset}"
+        done
+        make_token_list phn
+        finetune "$(probe_exp)" "${zip}" "${probe_config}" phn "${probe_args}"
     fi
 fi
 
 if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
     log "Stage 8: Decoding and scoring ${test_sets} into ${expdir}/${asr_tag}/RESULTS.md"
-    systems=()
-    scores=""  # the result.json files the table is made of, with their times
-    for system in $(asr_exps); do
-        for dset in ${test_sets}; do
-            decode "${system#*=}" "${dset}"
-            scores+=" $(model_stamp "${system#*=}/decode_${dset}/score/result.json")"
-        done
-        systems+=(--system "${system}")
-    done
     tokens="${token_type}"
     [ "${token_type}" != bpe ] || tokens+=" (${nbpe})"
+    decoding="Decoding: espnet2.bin.asr_inference, CTC only, --beam_size 10 ${inference_args}"
     notes=(
-        --description "SSL model: $(ssl_model)$([ -n "${pretrained_model}" ] || echo " (${ssl_config}, ${ssl_iterations} iteration(s))")"
-        --description "Fine-tuning: ${asr_config} on ${labeled_set}, ${tokens} tokens, checkpoint ${asr_model_name}"
-        --description "Decoding: espnet2.bin.asr_inference, CTC only, --beam_size 10 ${inference_args}"
+        "SSL model: $(ssl_model)$([ -n "${pretrained_model}" ] || echo " (${ssl_config}, ${ssl_iterations} iteration(s))")"
+        "Fine-tuning: ${asr_config} on ${labeled_set}, ${tokens} tokens, checkpoint ${asr_model_name}"
+        "${decoding}"
     )
     if "${asr_baseline}"; then
-        notes+=(--description "scratch: the same ASR config from an untrained model of the same architecture")
+        notes+=("scratch: the same ASR config from an untrained model of the same architecture")
     fi
-    results="${expdir}/${asr_tag}/RESULTS.md"
-    stamp="${systems[*]} ${notes[*]}${scores}"
-    if [ -f "${results}" ] && is_done "${expdir}/${asr_tag}/.results.done" "${stamp}"; then
-        log "Stage 8: ${results} already done with the same options; skipping"
-    else
-        # shellcheck disable=SC2086
-        python -m espnet2.bin.asr_score report "${systems[@]}" --sets ${test_sets} \
-            --output "${results}" --title "${asr_tag}: CTC fine-tuning of $(final_tag)" \
-            "${notes[@]}"
-        echo "${stamp}" > "${expdir}/${asr_tag}/.results.done"
+    results_table "${expdir}/${asr_tag}/RESULTS.md" "${token_type}" \
+        "${asr_tag}: CTC fine-tuning of $(final_tag)" "$(asr_exps)" "${notes[@]}"
+    if "${phone_probe}"; then
+        log "Stage 8: the phone probe: PER of ${test_sets} into $(probe_exp)/RESULTS.md"
+        results_table "$(probe_exp)/RESULTS.md" phn \
+            "${asr_tag}_phones: phone recognition (PER) with the frozen $(final_tag)" \
+            "probe=$(probe_exp)" \
+            "PER (phone error rate, %): the WER of the decoded phone sequences against text_phn, each set's phones.ctm in time order (espnet2.bin.ssl_phone_text: pauses left out, stress marks merged)" \
+            "SSL model: $(ssl_model), frozen (SUPERB phone recognition, arXiv:2105.01051: a learned softmax-weighted sum of its layers, a linear CTC head)" \
+            "Probe: ${probe_config} on ${labeled_set}, checkpoint ${asr_model_name}" \
+            "${decoding}"
     fi
 fi
 
@@ -738,11 +845,18 @@ if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
     [ -f "${exp}/${ssl_model_name}" ] || { log "Error: ${exp}/${ssl_model_name} does not exist; run stages 4-5 first"; exit 1; }
     [ -f "${results}" ] || log "Warning: ${results} does not exist (stages 7-8 write it); the card will say it is not fine-tuned yet"
     stamp="model=$(model_stamp "${exp}/${ssl_model_name}") results=$(model_stamp "${results}") repo=${repo}"
+    results_opts=(--results "${results}")
+    if "${phone_probe}"; then
+        # the probe's PER table follows the fine-tuning's in the card
+        [ -f "$(probe_exp)/RESULTS.md" ] || log "Warning: $(probe_exp)/RESULTS.md does not exist (stages 7-8 write it)"
+        stamp+=" probe=$(model_stamp "$(probe_exp)/RESULTS.md")"
+        results_opts+=(--results "$(probe_exp)/RESULTS.md")
+    fi
     if is_done "${release}/.done" "${stamp}"; then
         log "Stage 9: already done with the same options; skipping"
     else
         rm -rf "${release}"
-        pack_ssl release "${exp}" "${release}" --results "${results}" --hf_repo "${repo}"
+        pack_ssl release "${exp}" "${release}" "${results_opts[@]}" --hf_repo "${repo}"
         if grep -q "no transformers export" "${exp}/release.log"; then
             log "Stage 9: $(grep -o "no transformers export.*" "${exp}/release.log")"
         fi

@@ -23,5 +23,7 @@ ssl_config=conf/train_ssl_hubert_tiny.yaml  # or conf/train_ssl_wav2vec2_tiny.ya
     --kmeans_fraction 1.0 \
     --asr_config conf/train_asr_ctc_tiny.yaml \
     --asr_baseline true \
+    --phone_probe true \
+    --probe_config conf/train_asr_phone_probe_tiny.yaml \
     --inference_nj 2 \
     "$@"

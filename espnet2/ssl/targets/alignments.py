@@ -23,16 +23,24 @@ and becomes silence here. espeak's pauses (``_:``, ``_``) are mapped to silence 
 and its stress marks are dropped (``'eI``, ``,eI`` and ``eI`` are one phone); both
 mappings are options.
 
+:func:`phone_transcripts` turns the same CTM into one phone sequence per utterance
+(time order, pauses left out, stress merged): the transcripts of the recipe's phone
+recognition probe (``espnet2.bin.ssl_phone_text``, stage 7 with ``--phone_probe
+true``), scored by PER.
+
 References:
     W.-N. Hsu et al., "HuBERT: Self-Supervised Speech Representation Learning by
     Masked Prediction of Hidden Units", arXiv:2106.07447 (the cluster-quality analysis
     scores k-means targets against frame-level forced-alignment phones).
+    S.-w. Yang et al., "SUPERB: Speech processing Universal PERformance Benchmark",
+    Interspeech 2021, arXiv:2105.01051 (phone recognition, PR: a frozen upstream, a
+    learned weighted sum of its layers, a linear CTC head, scored by PER).
 """
 
 import math
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Sequence, Tuple, Union
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -47,6 +55,10 @@ _MICROSECONDS = 1_000_000
 _CTM_FIX = (
     "write one segment per line as '<utt> <channel> <start_s> <dur_s> <phone>' "
     "(an optional sixth column, a confidence, is ignored)."
+)
+_PHONES_FIX = (
+    "every utterance of the set needs its phones in the CTM: write them (e.g. with a "
+    "forced aligner), or leave the phone probe out (recipe option --phone_probe false)."
 )
 
 
@@ -69,6 +81,15 @@ def _micro(seconds: Seconds) -> int:
     return int(round(seconds * _MICROSECONDS))
 
 
+def _is_number(text: str) -> bool:
+    """True when ``float(text)`` parses."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _parse_ctm_line(raw: str, path: str, line_no: int) -> Tuple[str, PhoneSegment]:
     """Parse one CTM line into ``(utt, segment)``; raise DataDirError if malformed."""
     fields = raw.split()
@@ -81,6 +102,11 @@ def _parse_ctm_line(raw: str, path: str, line_no: int) -> Tuple[str, PhoneSegmen
     except ValueError:
         problem = f"start {start!r} or duration {dur!r} is not a number"
         raise DataDirError(path, problem, _CTM_FIX, line_no, utt) from None
+    if len(fields) == 6 and not _is_number(fields[5]):
+        # fields are split at whitespace: a phone name holding a space lands here
+        problem = f"confidence {fields[5]!r} is not a number (a phone with a space?)"
+        fix = "phone names must not contain whitespace; " + _CTM_FIX
+        raise DataDirError(path, problem, fix, line_no, utt)
     if not (math.isfinite(start_s) and math.isfinite(dur_s)):
         problem = f"start {start!r} or duration {dur!r} is not finite"
         raise DataDirError(path, problem, _CTM_FIX, line_no, utt)
@@ -242,3 +268,68 @@ def frames_spanned(
     if end_us < length_us:
         return 0
     return (end_us - length_us) // _micro(frame_shift_s) + 1
+
+
+def phone_sequence(
+    segments: Sequence[Tuple[Seconds, Seconds, str]],
+    merge_stress: bool = True,
+    drop_pauses: bool = True,
+) -> List[str]:
+    """The phones of one utterance in time order: a phone recognition transcript.
+
+    Args:
+        segments: ``(start_s, dur_s, phone)`` of one utterance, in any order (e.g.
+            from :func:`read_ctm`); ties in onset keep the shorter segment first.
+        merge_stress: See :func:`normalize_phone`.
+        drop_pauses: Leave out espeak's pauses (names starting with ``_``): CTC's
+            blank covers silence, as in SUPERB's phone recognition.
+
+    Returns:
+        The phone symbols, earliest onset first; none holds whitespace (CTM fields
+        are split at whitespace).
+    """
+    ordered = sorted(segments, key=lambda seg: (seg[0], seg[1]))
+    return [
+        normalize_phone(phone, merge_stress, pauses_as_silence=False)
+        for _, _, phone in ordered
+        if not (drop_pauses and phone.startswith(ESPEAK_PAUSE_PREFIX))
+    ]
+
+
+def phone_transcripts(
+    ctm: Union[str, Path],
+    utt_ids: Optional[Sequence[str]] = None,
+    merge_stress: bool = True,
+    drop_pauses: bool = True,
+) -> List[Tuple[str, List[str]]]:
+    """Every utterance's phones (:func:`phone_sequence`) from a phone CTM.
+
+    Args:
+        ctm: The phone CTM (see :func:`read_ctm`).
+        utt_ids: The utterances of the set (e.g. the ids of its ``wav.scp``); CTM
+            utterances outside it are left out. None: every utterance of the CTM.
+        merge_stress: See :func:`normalize_phone`.
+        drop_pauses: See :func:`phone_sequence`.
+
+    Returns:
+        ``(utt, phones)`` per utterance, sorted by id in C-locale byte order (Python
+        ``str`` order), each with at least one phone.
+
+    Raises:
+        DataDirError: On a malformed CTM (see :func:`read_ctm`), a CTM without any
+            segment, or an utterance of ``utt_ids`` without phones in it.
+    """
+    path = str(ctm)
+    segments = read_ctm(path)
+    if not segments:
+        raise DataDirError(path, "the CTM holds no segment", _PHONES_FIX)
+    wanted = sorted(segments if utt_ids is None else set(utt_ids))
+    transcripts = []
+    for utt in wanted:
+        phones = phone_sequence(segments.get(utt, ()), merge_stress, drop_pauses)
+        if not phones:
+            what = "only pauses" if utt in segments else "no segment"
+            problem = f"{what} in this CTM, but the set has the utterance"
+            raise DataDirError(path, problem, _PHONES_FIX, utt=utt)
+        transcripts.append((utt, phones))
+    return transcripts

@@ -3,7 +3,8 @@
 The copy keeps the recipe's links to egs2/TEMPLATE and links tools/ and espnet2/ of this
 checkout, so run.sh and path.sh run exactly as in the repository while data/, dump/ and
 exp/ land in a temporary folder. Sizes are the smallest that run every stage: a
-36-second corpus, k=8, one epoch per model (pretraining and fine-tuning).
+36-second corpus, k=8, one epoch per model (pretraining and fine-tuning), two for the
+phone probe that run.sh adds (--phone_probe true).
 """
 
 import json
@@ -88,9 +89,11 @@ HUBERT = (
     "--stage", "2", "--stop_stage", "9", "--local_data_opts", TINY,
     "--n_clusters", "8", "--next_n_clusters", "8", "--ssl_iterations", "2",
     "--ssl_args", "--max_epoch 1", "--asr_args", "--max_epoch 1",
+    "--probe_args", "--max_epoch 2",
 )  # fmt: skip
 HUBERT_EXP = "exp/ssl_hubert_tiny"
 ASR_EXP = "exp/asr_ssl_hubert_tiny_iter2"
+PROBE_EXP = f"{ASR_EXP}_phones"  # run.sh's --phone_probe true
 
 
 @pytest.fixture(scope="module")
@@ -215,6 +218,8 @@ def test_stage_9_releases_the_card_with_results_and_the_hub_folder(
         names = archive.namelist()
         card = next(archive.read(n) for n in names if n.endswith("README.md")).decode()
     assert "## Fine-tuning results" in card and "| pretrained | test |" in card
+    assert "#### PER (phones" in card and "| probe | test |" in card  # after the CER
+    assert card.index("| probe | test |") > card.index("| pretrained | test |")
     hub = release / "hf_hub"
     assert (hub / "README.md").read_text() == card
     assert {"meta.yaml", "config.json", "model.safetensors"} <= {
@@ -304,6 +309,57 @@ def test_stage_8_decodes_scores_and_writes_results(recipe, hubert_run):
     assert "ssl_hubert_tiny_iter2.zip" in results
 
 
+def test_stage_7_trains_the_phone_probe_on_the_frozen_packed_model(recipe, hubert_run):
+    assert hubert_run.returncode == 0, hubert_run.stderr[-3000:]
+    for dset in ("train_labeled", "dev", "test"):  # phones of every utterance
+        ids = [
+            x.id for x in read_two_column_file(recipe / "dump/raw" / dset / "wav.scp")
+        ]
+        text = read_two_column_file(recipe / "dump/raw" / dset / "text_phn")
+        assert [x.id for x in text] == ids
+        assert all(len(x.value.split()) >= 3 for x in text)
+    tokens = recipe / "dump/token_list/train_labeled_phn/tokens.txt"
+    tokens = tokens.read_text().split()
+    assert tokens[:2] == ["<blank>", "<unk>"] and tokens[-1] == "<sos/eos>"
+    assert len(tokens) > 20 and "<space>" not in tokens
+    config = yaml.safe_load((recipe / PROBE_EXP / "config.yaml").read_text())
+    assert config["token_list"] == tokens and config["token_type"] == "word"
+    assert config["frontend_conf"]["multilayer_feature"] is True
+    assert config["train_data_path_and_name_and_type"][1][0].endswith(
+        "dump/raw/train_labeled/text_phn"
+    )
+    tuned = torch.load(recipe / PROBE_EXP / "valid.loss.best.pth")
+    weights = tuned["frontend.featurizer.weights"]
+    assert weights.shape == (3,) and weights.abs().max() > 1e-3  # learned, from 0
+    # frozen: the probe's SSL model is the packed model, exactly
+    packed = packed_state(recipe / f"{HUBERT_EXP}_iter2" / "ssl_hubert_tiny_iter2.zip")
+    prefix = "frontend.upstream."
+    upstream = {k[len(prefix) :]: v for k, v in tuned.items() if k.startswith(prefix)}
+    assert len(upstream) > 20 and upstream.keys() <= packed.keys()
+    assert all(torch.equal(v, packed[k]) for k, v in upstream.items())
+
+
+def test_stage_8_scores_the_phone_probe_by_per(recipe, hubert_run):
+    assert hubert_run.returncode == 0, hubert_run.stderr[-3000:]
+    results = (recipe / PROBE_EXP / "RESULTS.md").read_text()
+    assert "## PER (phones; the WER of the phone transcripts)" in results
+    assert "CER" not in results
+    for dset in ("dev", "test"):
+        score = recipe / PROBE_EXP / f"decode_{dset}" / "score/result.json"
+        result = json.loads(score.read_text())
+        assert result["ref"].endswith(f"dump/raw/{dset}/text_phn")
+        assert result["wer"]["num_ref_tokens"] > 0
+        assert f"| probe | {dset} | {result['wer']['num_utts']} | " in results
+
+
+def test_the_phone_probe_without_phones_ctm_stops_before_the_pretraining(recipe):
+    result = run(recipe, "--stage", "3", "--dumpdir", "dump_without_phones")
+    assert result.returncode == 1
+    assert "needs dump_without_phones/raw/train_labeled/phones.ctm" in result.stderr
+    assert "or run with --phone_probe false" in result.stderr
+    assert "Stage 3" not in result.stderr
+
+
 def test_a_finished_recipe_does_no_work_when_run_again(recipe, hubert_run):
     assert hubert_run.returncode == 0, hubert_run.stderr[-3000:]
     watched = [
@@ -317,11 +373,14 @@ def test_a_finished_recipe_does_no_work_when_run_again(recipe, hubert_run):
         recipe / ASR_EXP / "decode_test" / "text",
         recipe / ASR_EXP / "RESULTS.md",
         recipe / f"{HUBERT_EXP}_iter2" / "release/hf_hub/README.md",
+        recipe / "dump/raw/test/text_phn",
+        recipe / PROBE_EXP / "valid.loss.best.pth",
+        recipe / PROBE_EXP / "RESULTS.md",
     ]
     before = [path.stat().st_mtime_ns for path in watched]
     again = run(recipe, *HUBERT)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stderr.count("already done with the same options") >= 18
+    assert again.stderr.count("already done with the same options") >= 26
     for tool in ("ssl_train", "ssl_kmeans", "asr_train", "asr_inference"):
         assert (
             f"{tool}:" not in again.stderr and f"{tool} arguments" not in again.stderr
@@ -366,7 +425,7 @@ def pretrain_summary_mixing(recipe: Path, objective: str, stop_stage: str) -> Pa
         recipe,
         "--stage", "4", "--stop_stage", stop_stage, "--local_data_opts", TINY,
         "--ssl_config", f"conf/tuning/train_{tag}.yaml", "--n_clusters", "8",
-        "--ssl_iterations", "1", "--asr_baseline", "false",
+        "--ssl_iterations", "1", "--asr_baseline", "false", "--phone_probe", "false",
         "--ssl_args", "--max_epoch 1", "--asr_args", "--max_epoch 1",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -420,7 +479,7 @@ def test_a_zoo_unpacked_model_fine_tunes_with_sentencepiece_tokens(
     result = run(
         recipe, "--stage", "7", "--stop_stage", "8", *HUBERT[4:],
         "--token_type", "bpe", "--nbpe", "30", "--pretrained_model", unpacked,
-        "--asr_tag", "asr_bpe", "--asr_baseline", "false",
+        "--asr_tag", "asr_bpe", "--asr_baseline", "false", "--phone_probe", "false",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     config = yaml.safe_load((recipe / "exp/asr_bpe/config.yaml").read_text())
@@ -450,6 +509,7 @@ def test_a_zoo_unpacked_model_fine_tunes_with_sentencepiece_tokens(
         (("--asr_config", ""), "--asr_config is required for stages 7-8"),
         (("--token_type", "word"), "--token_type must be char or bpe"),
         (("--num_nodes", "2"), "needs --cuda_cmd"),
+        (("--probe_config", ""), "--phone_probe true needs --probe_config"),
     ],
 )
 def test_bad_fine_tuning_options_stop_with_exit_code_2(recipe, options, message):

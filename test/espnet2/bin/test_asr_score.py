@@ -210,6 +210,30 @@ def test_report_tables_hold_every_system_and_set_in_percent(
     ]
 
 
+def test_report_of_phone_transcripts_is_a_per_table_without_cer(tmp_path, two_systems):
+    _, noisy = two_systems  # its "words" stand for phones here
+    output = tmp_path / "RESULTS.md"
+    main(
+        ["report", "--unit", "phone", "--system", f"probe={noisy}", "--sets", *SETS]
+        + ["--output", str(output), "--title", "probe"]
+    )
+    lines = output.read_text().splitlines()
+    heading = "## PER (phones; the WER of the phone transcripts)"
+    assert lines.index(heading) == 2
+    assert (
+        "| system | set | Snt | Phn | Corr | Sub | Del | Ins | Err | S.Err |" in lines
+    )
+    row = "| probe | test_a | 3 | 7 | 71.4 | 14.3 | 14.3 | 14.3 | 42.9 | 66.7 |"
+    assert row in lines
+    assert not any("CER" in line or "WER (words)" in line for line in lines)
+    assert lines[-4:] == [
+        "| set | probe PER |",
+        "| --- | --- |",
+        "| test_a | 42.9 |",
+        "| test_b | 42.9 |",
+    ]
+
+
 def test_report_without_a_scored_set_says_to_run_stage_8(tmp_path, two_systems, capsys):
     perfect, _ = two_systems
     output = tmp_path / "RESULTS.md"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Data preparation of mini_synth: synthesises a small English corpus with espeak-ng
 # (the PyPI wheel espeakng-loader, no root needed), 16 kHz mono FLAC, and writes the
-# Kaldi-style data dirs data/{train,train_labeled,dev,test}. Idempotent: a second run
-# with the same options reuses what is there.
+# Kaldi-style data dirs data/{train,train_labeled,dev,test}, plus data/noise (babble,
+# coloured noise and hum for collate_fn_conf.augmentation.noise_scp; from a stream of
+# its own, so the corpus does not change). Idempotent: a second run with the same
+# options reuses what is there.
 set -euo pipefail
 
 log() {
@@ -46,5 +48,12 @@ python local/synth_corpus.py \
     --labeled_minutes "${labeled_minutes}" \
     --dev_minutes "${dev_minutes}" \
     --test_minutes "${test_minutes}"
+
+log "Generating the augmentation noise into ${audio_dir}/noise and data/noise"
+python local/make_noise.py \
+    --out_dir data/noise \
+    --audio_dir "${audio_dir}/noise" \
+    --seed "${seed}"
+python -m espnet2.bin.validate_data_dir --require_text false data/noise
 
 log "Successfully finished. [elapsed=${SECONDS}s]"

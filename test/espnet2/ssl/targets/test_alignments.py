@@ -15,6 +15,8 @@ from espnet2.ssl.targets.alignments import (
     frame_phones,
     frames_spanned,
     normalize_phone,
+    phone_sequence,
+    phone_transcripts,
     read_ctm,
 )
 from espnet2.ssl.targets.frames import WAV2VEC2_CNN_SHAPES, cnn_frame_count
@@ -68,6 +70,7 @@ def test_read_ctm_groups_by_utterance_and_sorts_by_onset(tmp_path):
         ("u 1 zero 0.2 a", "is not a number"),
         ("u 1 0.1 nan a", "is not finite"),
         ("u 1 0.1 -0.2 a", "negative start"),
+        ("u 1 0.1 0.2 a b", "confidence 'b' is not a number"),  # phone 'a b'
     ],
 )
 def test_read_ctm_names_file_and_line_of_a_malformed_line(tmp_path, bad_line, problem):
@@ -201,3 +204,61 @@ def test_synth_frames_are_silence_only_before_the_first_phone(synth_train):
         centres_s = frame_centres_us(num_frames, 0.02, 0.025) / 1e6
         assert all(centres_s[t] < segments[0].start_s for t in uncovered), utt
         assert len(labels) == num_frames > 0
+
+
+def test_phone_sequence_is_in_time_order_without_pauses_and_stress():
+    segments = [(0.3, 0.1, "_:"), (0.2, 0.1, ",eI"), (0.0, 0.1, "h"), (0.1, 0.1, "'@")]
+    assert phone_sequence(segments) == ["h", "@", "eI"]
+    assert phone_sequence(segments, merge_stress=False, drop_pauses=False) == [
+        "h", "'@", ",eI", "_:",
+    ]  # fmt: skip
+
+
+def test_phone_transcripts_sorts_the_utterances_and_keeps_only_the_set(tmp_path):
+    ctm = write_ctm(
+        tmp_path / "phones.ctm",
+        [
+            "spk-b 1 0.20 0.10 t",
+            "spk-a 1 0.10 0.10 'a",
+            "spk-b 1 0.00 0.20 s",
+            "spk-c 1 0.00 0.10 k",  # not in the set
+            "spk-a 1 0.00 0.10 _",
+            "spk-a 1 0.20 0.10 b",
+        ],
+    )
+    assert phone_transcripts(ctm, ["spk-b", "spk-a"]) == [
+        ("spk-a", ["a", "b"]),
+        ("spk-b", ["s", "t"]),
+    ]
+    assert [utt for utt, _ in phone_transcripts(ctm)] == ["spk-a", "spk-b", "spk-c"]
+
+
+@pytest.mark.parametrize(
+    "lines, problem",
+    [
+        (["a 1 0.0 0.1 x"], "utterance 'b': no segment in this CTM"),
+        (["a 1 0.0 0.1 x", "b 1 0.0 0.1 _:"], "utterance 'b': only pauses"),
+        ([], "the CTM holds no segment"),
+    ],
+    ids=["missing", "only-pauses", "empty"],
+)
+def test_phone_transcripts_refuses_a_set_utterance_without_phones(
+    tmp_path, lines, problem
+):
+    ctm = write_ctm(tmp_path / "phones.ctm", lines)
+    with pytest.raises(DataDirError, match=problem) as info:
+        phone_transcripts(ctm, ["a", "b"])
+    assert str(info.value).startswith(f"{ctm}: ")
+    assert "--phone_probe false" in str(info.value)
+
+
+def test_synth_phone_transcripts_cover_every_utterance_with_spaceless_phones(
+    synth_train,
+):
+    utts = [line.split()[0] for line in (synth_train / "wav.scp").open()]
+    transcripts = phone_transcripts(synth_train / "phones.ctm", utts)
+    assert [utt for utt, _ in transcripts] == sorted(utts)
+    for utt, phones in transcripts:
+        assert len(phones) >= 3, utt
+        assert all(p and not any(c.isspace() for c in p) for p in phones)
+        assert not any(p.startswith("_") or "'" in p or "," in p for p in phones)
