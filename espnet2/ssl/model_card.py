@@ -41,6 +41,16 @@ KMEANS_FIELDS = (
     "sample_frames",
     "backend",
 )
+# what the card says each objective (a loss name of the config) trains the encoder for
+OBJECTIVE_DESCRIPTIONS = {
+    "hubert": "masked prediction of k-means cluster labels of the masked frames "
+    "(HuBERT, arXiv:2106.07447)",
+    "wav2vec2": "contrastive prediction of the quantized CNN features of the masked "
+    "frames (wav2vec 2.0, arXiv:2006.11477)",
+    "reconstruction": "generative: L1 reconstruction of the masked time spans and "
+    "frequency bands of the encoder input frames, e.g. log-mel filterbanks (TERA, "
+    "arXiv:2007.06028)",
+}
 ENCODER_FIELDS = (
     "num_blocks",
     "output_size",
@@ -379,6 +389,16 @@ def _usage_lines(name: str) -> List[str]:
     ]
 
 
+def _objective_lines(arch: Dict[str, Any]) -> List[str]:
+    """What each known objective of the model trains for (none if unknown)."""
+    described = [
+        f"`{loss}`: {OBJECTIVE_DESCRIPTIONS[loss]}"
+        for loss in str(arch.get("objective") or "").split("+")
+        if loss in OBJECTIVE_DESCRIPTIONS
+    ]
+    return ["", "Objective: " + "; ".join(described) + "."] if described else []
+
+
 def render_card(
     facts: Dict[str, Any], license: str = "cc-by-4.0", language: str = "en"
 ) -> str:
@@ -398,6 +418,7 @@ def render_card(
         f"the `{recipe}` recipe; checkpoint `{facts['model_file']}`, "
         f"{facts['sample_rate']} Hz audio."
     )
+    lines += _objective_lines(arch)
     notes = facts.get("notes") or []
     lines += [""] + [f"- {note}" for note in notes] if notes else []
     lines += ["", "## Architecture", ""] + _architecture_lines(arch)

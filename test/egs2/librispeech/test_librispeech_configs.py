@@ -19,6 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 CONF = REPO_ROOT / "egs2/librispeech/ssl1/conf/tuning"
 HUBERT = CONF / "train_ssl_hubert_base.yaml"
 WAV2VEC2 = CONF / "train_ssl_wav2vec2_base.yaml"
+RECONSTRUCTION = CONF / "train_ssl_reconstruction_base.yaml"
 ASR = CONF / "train_asr_ctc_base_10h.yaml"
 TINY_HUBERT = REPO_ROOT / "egs2/mini_synth/ssl1/conf/tuning/train_ssl_hubert_tiny.yaml"
 NGPU = 8  # run.sh --ngpu
@@ -63,13 +64,29 @@ def test_hubert_and_wav2vec2_base_share_the_cnn_projection_and_transformer():
         }, name
 
 
+def test_reconstruction_base_is_hubert_bases_transformer_on_80_log_mel():
+    hubert, reconstruction = build_on_meta(HUBERT), build_on_meta(RECONSTRUCTION)
+    shapes = {k: v.shape for k, v in reconstruction.encoder.state_dict().items()}
+    assert shapes == {k: v.shape for k, v in hubert.encoder.state_dict().items()}
+    assert reconstruction.preencoder.linear_out.in_features == 80
+    assert reconstruction.losses[0].frame_size == 80
+    # HuBERT BASE less its CNN (4.2 M) and its label head
+    assert 90_000_000 < num_params(reconstruction) < 91_000_000
+    base, other = load(HUBERT), load(RECONSTRUCTION)
+    for key in ("encoder_conf", "batch_bins", "accum_grad", "optim_conf"):
+        assert other[key] == base[key], key
+    assert other["scheduler_conf"] == base["scheduler_conf"]
+
+
 def test_the_recipe_writes_its_k_into_the_hubert_config(tmp_path):
     write_with_num_classes(HUBERT, 500, tmp_path / "train_config.yaml")
     model = build_on_meta(tmp_path / "train_config.yaml", num_classes=500)
     assert model.losses[0].decoder.label_embeddings.out_features == 500
 
 
-@pytest.mark.parametrize("config, reference_gpus", [(HUBERT, 32), (WAV2VEC2, 64)])
+@pytest.mark.parametrize(
+    "config, reference_gpus", [(HUBERT, 32), (WAV2VEC2, 64), (RECONSTRUCTION, 32)]
+)
 def test_an_update_on_8_gpus_sees_the_audio_of_the_reference_gpus(
     config, reference_gpus
 ):
@@ -81,7 +98,7 @@ def test_an_update_on_8_gpus_sees_the_audio_of_the_reference_gpus(
     assert conf["use_amp"] is True  # bf16 autocast where the GPU supports it
 
 
-@pytest.mark.parametrize("config", [HUBERT, WAV2VEC2])
+@pytest.mark.parametrize("config", [HUBERT, WAV2VEC2, RECONSTRUCTION])
 def test_max_epoch_covers_the_400k_update_schedule(config):
     conf = load(config)
     seconds_per_update = conf["batch_bins"] * conf["accum_grad"] / 16000
