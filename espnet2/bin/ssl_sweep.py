@@ -26,7 +26,15 @@ from typing import Dict, Optional, Sequence
 
 from tqdm import tqdm
 
-from espnet2.ssl.sweep import Sweep, describe, load_sweep, report, run_command
+from espnet2.ssl.sweep import (
+    PROBE_SUFFIX,
+    SCRATCH_SUFFIX,
+    Sweep,
+    describe,
+    load_sweep,
+    report,
+    run_command,
+)
 from espnet2.ssl.sweep_budget import plan_runs, seen_hours
 from espnet2.utils.tool_logging import (
     add_log_level_argument,
@@ -61,7 +69,9 @@ def get_parser() -> argparse.ArgumentParser:
 
 def _done_stamps(sweep: Sweep, run, expdir: Path) -> Dict[str, str]:
     """The ``.done`` markers of a run's experiments (unchanged: nothing was redone)."""
-    dirs = [sweep.ssl_tag(run), sweep.asr_tag(run), sweep.asr_tag(run) + "_phones"]
+    dirs = [sweep.ssl_tag(run), sweep.asr_tag(run), sweep.asr_tag(run) + PROBE_SUFFIX]
+    if sweep.baseline:
+        dirs.append(sweep.asr_tag(run) + SCRATCH_SUFFIX)
     stamps = {}
     for name in dirs:
         marker = expdir / name / ".done"

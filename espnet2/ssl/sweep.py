@@ -7,6 +7,9 @@ A sweep is a YAML file (``egs2/<corpus>/ssl1/conf/sweeps/*.yaml``)::
     args: [--ssl_config, conf/tuning/train_ssl_wav2vec2_tiny.yaml]  # run.sh, every run
     ssl_args: --max_seen_hours 1   # espnet2.bin.ssl_train, every run
     asr_args: --max_epoch 15       # espnet2.bin.asr_train, every run
+    baseline: false                # true: also fine-tune each run's architecture
+                                   # from scratch (<asr_tag>_scratch, columns
+                                   # scratch_<metric>_<set>)
     runs:
       - tag: crop1s
         ssl_args: --collate_fn_conf crop_seconds=1
@@ -35,7 +38,9 @@ The runs' ``args`` must name their ``--ssl_config``.
 Each run is ``./run.sh`` from stage 1 to 8 (finished stages are skipped by their
 ``.done`` markers, so an interrupted sweep resumes where it stopped, and a run
 already finished with the same options is reused, not redone), with its own
-``--ssl_tag``/``--asr_tag`` and no scratch baseline. The report reads every run's
+``--ssl_tag``/``--asr_tag``, and the recipe's scratch baseline only with
+``baseline: true`` (the same fine-tuning of an untrained model of the run's
+architecture: what pretraining buys, per architecture). The report reads every run's
 exact hours seen and updates (``seen_audio.jsonl``), batch options (``config.yaml``),
 last validation statistics and pretraining wall time (``checkpoint.pth``: ESPnet's
 time of every training and validation epoch), the planner's parameters and FLOPs,
@@ -66,11 +71,12 @@ PathLike = Union[str, Path]
 METRICS = ("cer", "wer")
 TOP_KEYS = {
     "name", "metric", "args", "ssl_args", "asr_args", "runs", "grid", "budget",
-    "description",
+    "description", "baseline",
 }  # fmt: skip
 RUN_KEYS = {"tag", "args", "ssl_args", "asr_args"}
 BUDGET_KEYS = {"seen_hours", "training_pflop", "reference", "crop_seconds"}
 PROBE_SUFFIX = "_phones"  # the recipe's phone probe: <expdir>/<asr_tag>_phones
+SCRATCH_SUFFIX = "_scratch"  # the recipe's baseline: <expdir>/<asr_tag>_scratch
 # validation statistics tabulated when a run's objective reports them
 VALID_STATS = ("contrastive_accuracy", "hubert_acc_m", "acc", "loss_reconstruction")
 
@@ -128,6 +134,8 @@ class Sweep:
         budget: Equal training compute for every run, or None (the runs' own
             ``--max_seen_hours``/``--max_epoch``).
         axes: The grid's axis names, in order (table columns).
+        baseline: Whether every run also fine-tunes an untrained model of its
+            architecture (``--asr_baseline true``; ``scratch_<metric>_<set>``).
     """
 
     name: str
@@ -135,6 +143,7 @@ class Sweep:
     runs: List[SweepRun]
     budget: Optional[Budget] = None
     axes: List[str] = dataclasses.field(default_factory=list)
+    baseline: bool = False
 
     def ssl_tag(self, run: SweepRun) -> str:
         """``--ssl_tag`` of ``run``: its pretraining dir is ``<expdir>/<ssl_tag>``."""
@@ -237,6 +246,9 @@ def load_sweep(path: PathLike) -> Sweep:
                 f"{path}: run {i} needs a unique tag without '/', got {run.tag!r}"
             )
         tags.add(run.tag)
+    baseline = conf.get("baseline", False)
+    if not isinstance(baseline, bool):
+        raise ValueError(f"{path}: baseline must be true or false, got {baseline!r}")
     budget = _load_budget(conf, path, [run.tag for run in runs])
     if budget is not None:
         for run in runs:
@@ -245,7 +257,7 @@ def load_sweep(path: PathLike) -> Sweep:
                     f"{path}: run {run.tag} has no --ssl_config in its args; a "
                     "budget needs each run's config for the planner"
                 )
-    return Sweep(conf["name"], metric, runs, budget, axes)
+    return Sweep(conf["name"], metric, runs, budget, axes, baseline)
 
 
 def run_command(
@@ -262,7 +274,7 @@ def run_command(
     """
     cmd = ["./run.sh", *run.args, "--stage", str(stage), "--stop_stage", "8"]
     cmd += ["--ssl_tag", sweep.ssl_tag(run), "--asr_tag", sweep.asr_tag(run)]
-    cmd += ["--asr_baseline", "false"]
+    cmd += ["--asr_baseline", "true" if sweep.baseline else "false"]
     ssl_args = run.ssl_args
     if seen_hours is not None:
         ssl_args = _joined(ssl_args, f"--max_seen_hours {seen_hours:g}")
@@ -286,7 +298,8 @@ def collect_run(
     sweep: Sweep, run: SweepRun, expdir: PathLike, plan: Optional[Dict] = None
 ) -> Dict:
     """One results row: axes, size and compute, batch, crop, hours seen, updates,
-    pretraining wall time, valid stats, scores (and the phone probe's PER).
+    pretraining wall time, valid stats, scores (the phone probe's PER, and the
+    scratch baseline's scores with ``baseline: true``).
 
     Args:
         sweep: The sweep.
@@ -334,6 +347,9 @@ def collect_run(
         row.update(
             {f"per_{k[4:]}": v for k, v in _scores(probe).items() if k[:4] == "wer_"}
         )
+    if sweep.baseline:
+        scratch = asr_dir.parent / f"{asr_dir.name}{SCRATCH_SUFFIX}"
+        row.update({f"scratch_{k}": v for k, v in _scores(scratch).items()})
     return row
 
 
@@ -351,10 +367,16 @@ def _scores(asr_dir: Path) -> Dict[str, float]:
 
 
 def write_table(rows: List[Dict], out_dir: PathLike) -> Dict[str, Path]:
-    """``results.csv`` and ``results.md`` with one row per run."""
+    """``results.csv`` and ``results.md`` with one row per run (a column no run
+    has a value for, such as ``crop_seconds`` of a sweep without crops, is left
+    out)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    columns = list(dict.fromkeys(k for row in rows for k in row))
+    columns = [
+        key
+        for key in dict.fromkeys(k for row in rows for k in row)
+        if any(row.get(key) not in (None, "") for row in rows)
+    ]
     with open(out_dir / "results.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()

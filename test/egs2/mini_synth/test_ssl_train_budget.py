@@ -105,8 +105,21 @@ def test_plots_against_updates_and_hours_seen(straight):
         assert (straight / "plots" / name).stat().st_size > 1000, name
 
 
+def score(decode: Path, hyp: str, ssl_train) -> None:
+    """The real scorer's ``score/result.json`` of ``hyp`` against "a b c"."""
+    decode.mkdir(parents=True)
+    (decode / "ref").write_text("u1 a b c\n")
+    (decode / "text").write_text(f"u1 {hyp}\n")
+    subprocess.run(
+        [sys.executable, "-m", "espnet2.bin.asr_score", "score", "--ref",
+         str(decode / "ref"), "--hyp", str(decode / "text"),
+         "--out_dir", str(decode / "score")],
+        check=True, env=ssl_train.environ(),
+    )  # fmt: skip
+
+
 def test_a_sweep_report_tabulates_hours_seen_and_scores(
-    corpus, straight, budget_run, tmp_path, ssl_train
+    corpus, straight, budget_run, tmp_path, ssl_train, capsys
 ):
     """Two finished runs (straight and budget) reported as sweep ``s``; the CER and
     the phone probe's PER come from the real scorer on small reference/hypothesis
@@ -120,16 +133,7 @@ def test_a_sweep_report_tabulates_hours_seen_and_scores(
         (expdir / f"ssl_s_{tag}").parent.mkdir(parents=True, exist_ok=True)
         (expdir / f"ssl_s_{tag}").symlink_to(corpus / tag)
     for exp, hyp in decodes:
-        decode = expdir / exp / "decode_dev"
-        decode.mkdir(parents=True)
-        (decode / "ref").write_text("u1 a b c\n")
-        (decode / "text").write_text(f"u1 {hyp}\n")
-        subprocess.run(
-            [sys.executable, "-m", "espnet2.bin.asr_score", "score", "--ref",
-             str(decode / "ref"), "--hyp", str(decode / "text"),
-             "--out_dir", str(decode / "score")],
-            check=True, env=ssl_train.environ(),
-        )  # fmt: skip
+        score(expdir / exp / "decode_dev", hyp, ssl_train)
     sweep = tmp_path / "s.yaml"
     sweep.write_text(
         f"name: s\nargs: [--ssl_config, {CONFIG}]\n"
@@ -158,6 +162,17 @@ def test_a_sweep_report_tabulates_hours_seen_and_scores(
     for name in ("cer_vs_seen_hours.png", "valid_loss_vs_seen_hours.png",
                  "per_vs_seen_hours.png", "cer_vs_train_pflop.png"):  # fmt: skip
         assert (out / name).stat().st_size > 1000
+    # baseline: true adds each run's scratch fine-tuning; one missing is named
+    sweep.write_text(sweep.read_text() + "baseline: true\n")
+    score(expdir / "asr_s_straight_scratch/decode_dev", "a b x", ssl_train)
+    with pytest.raises(SystemExit):
+        main(["report", str(sweep), "--expdir", str(expdir)])
+    assert "asr_s_budget_scratch: no decode_" in capsys.readouterr().err
+    score(expdir / "asr_s_budget_scratch/decode_dev", "a b c", ssl_train)
+    main(["report", str(sweep), "--expdir", str(expdir)])
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [float(r["scratch_cer_dev"]) for r in rows] == [pytest.approx(20.0), 0]
+    assert [float(r["cer_dev"]) for r in rows] == [0, pytest.approx(20.0)]
 
 
 def test_max_seen_hours_ends_training_at_the_first_update_past_the_budget(

@@ -43,6 +43,12 @@ runs:
     assert cmd[cmd.index("--asr_baseline") + 1] == "false"
 
 
+def test_baseline_true_asks_the_recipe_for_its_scratch_fine_tuning(tmp_path):
+    sweep = load_sweep(write(tmp_path, "name: b\nbaseline: true\nruns:\n  - tag: a\n"))
+    cmd = run_command(sweep, sweep.runs[0])
+    assert cmd[cmd.index("--asr_baseline") + 1] == "true"
+
+
 @pytest.mark.parametrize(
     "text, message",
     [
@@ -52,6 +58,7 @@ runs:
         ("name: x\nmetric: bleu\nruns:\n  - tag: a\n", "metric must be one of"),
         ("name: x\nrun:\n  - tag: a\n", "unknown keys \\['run'\\]"),
         ("name: x\nruns:\n  - tag: a\n    ssl_arg: x\n", "runs\\[0\\]: unknown keys"),
+        ("name: x\nbaseline: 1\nruns:\n  - tag: a\n", "baseline must be true or"),
     ],
 )
 def test_bad_sweeps_are_refused_with_the_reason(tmp_path, text, message):
