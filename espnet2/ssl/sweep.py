@@ -378,7 +378,7 @@ def write_table(rows: List[Dict], out_dir: PathLike) -> Dict[str, Path]:
         if any(row.get(key) not in (None, "") for row in rows)
     ]
     with open(out_dir / "results.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

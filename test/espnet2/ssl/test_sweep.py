@@ -4,12 +4,13 @@ The report (table and plots from real experiments) is tested end to end in
 test/egs2/mini_synth/test_ssl_train_budget.py.
 """
 
+import csv
 from pathlib import Path
 
 import pytest
 
 from espnet2.bin.ssl_sweep import main
-from espnet2.ssl.sweep import load_sweep, run_command
+from espnet2.ssl.sweep import load_sweep, run_command, write_table
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SWEEPS = REPO_ROOT / "egs2/mini_synth/ssl1/conf/sweeps"
@@ -160,3 +161,20 @@ def test_the_recipe_studies_name_existing_configs_and_a_budget(name, runs):
     }
     for run in sweep.runs:
         assert (SWEEPS.parents[1] / run.ssl_config()).is_file(), run.tag
+
+
+def test_the_table_leaves_out_columns_no_run_has_a_value_for(tmp_path):
+    """A key every run leaves empty (``None`` or ``""``) is dropped from both the
+    CSV and the markdown table; a key only one run has keeps an empty cell."""
+    rows = [
+        {"tag": "a", "train_hours": None, "cer_dev": 12.5, "per_dev": None},
+        {"tag": "b", "train_hours": "", "cer_dev": 30.0, "per_dev": 40.0},
+    ]
+    paths = write_table(rows, tmp_path)
+    with open(paths["csv"], newline="") as f:
+        table = list(csv.DictReader(f))
+    assert list(table[0]) == ["tag", "cer_dev", "per_dev"]
+    assert [r["per_dev"] for r in table] == ["", "40.0"]
+    header, _, first, _ = paths["md"].read_text().splitlines()
+    assert header == "| tag | cer_dev | per_dev |"
+    assert first == "| a | 12.5 |  |"
