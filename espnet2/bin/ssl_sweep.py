@@ -27,8 +27,6 @@ from typing import Dict, Optional, Sequence
 from tqdm import tqdm
 
 from espnet2.ssl.sweep import (
-    PROBE_SUFFIX,
-    SCRATCH_SUFFIX,
     Sweep,
     describe,
     load_sweep,
@@ -69,11 +67,8 @@ def get_parser() -> argparse.ArgumentParser:
 
 def _done_stamps(sweep: Sweep, run, expdir: Path) -> Dict[str, str]:
     """The ``.done`` markers of a run's experiments (unchanged: nothing was redone)."""
-    dirs = [sweep.ssl_tag(run), sweep.asr_tag(run), sweep.asr_tag(run) + PROBE_SUFFIX]
-    if sweep.baseline:
-        dirs.append(sweep.asr_tag(run) + SCRATCH_SUFFIX)
     stamps = {}
-    for name in dirs:
+    for name in sweep.experiment_tags(run).values():
         marker = expdir / name / ".done"
         stamps[name] = marker.read_text() if marker.is_file() else ""
     return stamps

@@ -153,6 +153,16 @@ class Sweep:
         """``--asr_tag`` of ``run``: its fine-tuning dir is ``<expdir>/<asr_tag>``."""
         return f"asr_{self.name}_{run.tag}"
 
+    def experiment_tags(self, run: SweepRun) -> Dict[str, str]:
+        """The dirs under ``<expdir>`` that ``run`` writes: ``ssl`` (pretraining),
+        ``asr`` (fine-tuning), ``probe`` (phone probe) and, with ``baseline``,
+        ``scratch`` (fine-tuning of an untrained model)."""
+        asr = self.asr_tag(run)
+        tags = dict(ssl=self.ssl_tag(run), asr=asr, probe=asr + PROBE_SUFFIX)
+        if self.baseline:
+            tags["scratch"] = asr + SCRATCH_SUFFIX
+        return tags
+
     def out_dir(self, expdir: PathLike) -> Path:
         """Where the sweep's logs, plans, table and plots go."""
         return Path(expdir) / f"sweep_{self.name}"
@@ -307,8 +317,8 @@ def collect_run(
         expdir: The recipe's ``--expdir``.
         plan: The run's planner measurement (``sweep_budget.plan_runs``), or None.
     """
-    expdir = Path(expdir)
-    ssl_dir, asr_dir = expdir / sweep.ssl_tag(run), expdir / sweep.asr_tag(run)
+    dirs = {key: Path(expdir) / tag for key, tag in sweep.experiment_tags(run).items()}
+    ssl_dir, asr_dir = dirs["ssl"], dirs["asr"]
     epochs = read_epochs(ssl_dir)
     if not epochs:
         raise ValueError(f"{ssl_dir}: no finished epoch")
@@ -342,14 +352,11 @@ def collect_run(
     if "aug_share" in last["train"]:
         row["aug_share"] = last["train"]["aug_share"]
     row.update(_scores(asr_dir))
-    probe = asr_dir.parent / f"{asr_dir.name}{PROBE_SUFFIX}"
-    if probe.is_dir():
-        row.update(
-            {f"per_{k[4:]}": v for k, v in _scores(probe).items() if k[:4] == "wer_"}
-        )
-    if sweep.baseline:
-        scratch = asr_dir.parent / f"{asr_dir.name}{SCRATCH_SUFFIX}"
-        row.update({f"scratch_{k}": v for k, v in _scores(scratch).items()})
+    if dirs["probe"].is_dir():
+        probe = _scores(dirs["probe"])
+        row.update({f"per_{k[4:]}": v for k, v in probe.items() if k[:4] == "wer_"})
+    if "scratch" in dirs:
+        row.update({f"scratch_{k}": v for k, v in _scores(dirs["scratch"]).items()})
     return row
 
 

@@ -48,6 +48,16 @@ def test_baseline_true_asks_the_recipe_for_its_scratch_fine_tuning(tmp_path):
     sweep = load_sweep(write(tmp_path, "name: b\nbaseline: true\nruns:\n  - tag: a\n"))
     cmd = run_command(sweep, sweep.runs[0])
     assert cmd[cmd.index("--asr_baseline") + 1] == "true"
+    assert sweep.experiment_tags(sweep.runs[0]) == dict(
+        ssl="ssl_b_a", asr="asr_b_a", probe="asr_b_a_phones", scratch="asr_b_a_scratch"
+    )
+
+
+def test_without_baseline_a_run_has_no_scratch_experiment(tmp_path):
+    sweep = load_sweep(write(tmp_path, "name: b\nruns:\n  - tag: a\n"))
+    cmd = run_command(sweep, sweep.runs[0])
+    assert cmd[cmd.index("--asr_baseline") + 1] == "false"
+    assert list(sweep.experiment_tags(sweep.runs[0])) == ["ssl", "asr", "probe"]
 
 
 @pytest.mark.parametrize(
