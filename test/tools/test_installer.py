@@ -76,3 +76,20 @@ def test_setup_py_reads_its_requirements_from_the_pins_file():
     )
     assert result.returncode == 0, result.stderr
     assert "'espnet==202511'" in result.stdout and "'torch==2.12.1'" in result.stdout
+
+
+def test_the_pinned_inflect_expands_numbers_for_espnets_cleaner():
+    """inflect is pinned below 7 for import time; ESPnet's ``tacotron`` text cleaner
+    (tacotron_cleaner.numbers, upper-cased by ESPnet) must still spell out numbers
+    with it."""
+    import inflect
+
+    from espnet2.text.cleaner import TextCleaner
+
+    clean = TextCleaner(["tacotron"])
+    assert clean("I have 3 dogs and $2.50.") == (
+        "I HAVE THREE DOGS AND TWO DOLLARS, FIFTY CENTS."
+    )
+    assert inflect.engine().number_to_words(1234) == (
+        "one thousand, two hundred and thirty-four"
+    )
