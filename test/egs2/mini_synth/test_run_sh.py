@@ -57,7 +57,7 @@ def run(recipe: Path, *args: str) -> subprocess.CompletedProcess:
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1800,  # a hang guard (stages 2-9: 6 min alone, 9 beside a busy worker)
     )
 
 
