@@ -26,13 +26,7 @@ from typing import Dict, Optional, Sequence
 
 from tqdm import tqdm
 
-from espnet2.ssl.sweep import (
-    Sweep,
-    describe,
-    load_sweep,
-    report,
-    run_command,
-)
+from espnet2.ssl.sweep import Sweep, describe, load_sweep, report, run_command
 from espnet2.ssl.sweep_budget import plan_runs, seen_hours
 from espnet2.utils.tool_logging import (
     add_log_level_argument,
