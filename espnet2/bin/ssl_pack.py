@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """Pack a pretrained SSL model with its model card, and lay out its hub folder.
 
-Usage (from a recipe dir; stages 6 and 9 of ``egs2/TEMPLATE/ssl1/ssl.sh``)::
+Usage (from a recipe dir; stages 6 and 9 of ``egs2/TEMPLATE/ssl2/ssl.sh``)::
 
     # model zoo zip: config, checkpoint, README.md card, model_card.json and, for
     # HuBERT, the token list and k-means centroids the labels were made with
     python -m espnet2.bin.ssl_pack pack --exp_dir exp/ssl_hubert_tiny \\
         --model_file exp/ssl_hubert_tiny/valid.loss.best.pth \\
         --train_data dump/raw/train --valid_data dump/raw/dev \\
-        --recipe mini_synth/ssl1 [--results exp/asr_ssl_hubert_tiny/RESULTS.md] \\
+        --recipe mini_synth/ssl2 [--results exp/asr_ssl_hubert_tiny/RESULTS.md] \\
         --outpath exp/ssl_hubert_tiny/ssl_hubert_tiny.zip
 
     # Hugging Face hub folder of that zip (prints the upload command, runs nothing
@@ -90,7 +90,7 @@ def _add_pack_arguments(pack: argparse.ArgumentParser) -> None:
         default=[],
         help="RESULTS.md of a fine-tuning (repeatable; missing files are skipped)",
     )
-    pack.add_argument("--recipe", default=None, help="e.g. librispeech/ssl1")
+    pack.add_argument("--recipe", default=None, help="e.g. librispeech/ssl2")
     pack.add_argument(
         "--description",
         action="append",

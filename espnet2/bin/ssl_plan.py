@@ -7,7 +7,7 @@ table; ``--output`` also writes the numbers as JSON. Example (wav2vec 2.0 BASE, 
 per update on 8 GPUs of 90 s each, 400k updates, 100 TFLOP/s sustained per GPU):
 
     python -m espnet2.bin.ssl_plan \\
-        --config egs2/librispeech/ssl1/conf/tuning/train_ssl_wav2vec2_base.yaml \\
+        --config egs2/librispeech/ssl2/conf/tuning/train_ssl_wav2vec2_base.yaml \\
         --batch_seconds 5760 --num_devices 8 --max_device_batch_seconds 90 \\
         --updates 400000 --device_tflops 100 --lr_scaling sqrt
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run a study sweep of a recipe (pretrain, fine-tune, score each point) and report it.
 
-Usage, from a recipe directory (egs2/<corpus>/ssl1)::
+Usage, from a recipe directory (egs2/<corpus>/ssl2)::
 
     python -m espnet2.bin.ssl_sweep run conf/sweeps/crop.yaml      # runs, then report
     python -m espnet2.bin.ssl_sweep run conf/sweeps/crop.yaml --dry_run
@@ -122,7 +122,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
         return
     if args.command == "run":
         if not Path("run.sh").is_file():
-            exit_with_error(TOOL, "no ./run.sh here: run from egs2/<corpus>/ssl1")
+            exit_with_error(TOOL, "no ./run.sh here: run from egs2/<corpus>/ssl2")
         run_all(sweep, args, hours)
     try:
         plans = plans or _optional_plans(sweep, args.expdir)

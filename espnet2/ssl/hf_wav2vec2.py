@@ -31,7 +31,7 @@ import inspect
 from typing import Any, Dict, Mapping, NoReturn, Optional, Tuple
 
 import torch
-from transformers import PreTrainedConfig, Wav2Vec2Config, Wav2Vec2ForPreTraining
+from transformers import PretrainedConfig, Wav2Vec2Config, Wav2Vec2ForPreTraining
 from typeguard import typechecked
 
 from espnet2.asr.encoder.wav2vec2_transformer_encoder import Wav2Vec2TransformerEncoder
@@ -160,7 +160,7 @@ class HFObjective:
 
     loss_name = ""
     hf_class_name = ""
-    config_class = PreTrainedConfig
+    config_class = PretrainedConfig
     loss_class: type = object
     same_value_fields: Tuple[Tuple[str, str, str], ...] = ()
     required_values: Tuple[Tuple[str, str, Any, str], ...] = ()
@@ -179,15 +179,15 @@ class HFObjective:
     def check(self, sections: Sections) -> None:
         """Refuse (:meth:`refuse`) what the objective's HF class cannot express."""
 
-    def check_hf(self, config: PreTrainedConfig) -> None:
+    def check_hf(self, config: PretrainedConfig) -> None:
         """Refuse (:func:`refuse_hf`) HF fields of the objective we cannot express."""
 
-    def derived_options(self, config: PreTrainedConfig) -> Sections:
+    def derived_options(self, config: PretrainedConfig) -> Sections:
         """The objective's options that are not a copy of one HF field."""
         return {}
 
 
-def refuse_hf(config: PreTrainedConfig, option: str, why: str) -> NoReturn:
+def refuse_hf(config: PretrainedConfig, option: str, why: str) -> NoReturn:
     """Raise :class:`NotExpressibleError` for the HF field ``option``."""
     value = getattr(config, option)
     raise NotExpressibleError(
@@ -232,14 +232,14 @@ class Wav2Vec2Objective(HFObjective):
         if size != sections["frontend_conf"]["shapes"][-1][0]:
             self.refuse("loss_conf", "feature_size", size, "HF quantizes CNN")
 
-    def check_hf(self, config: PreTrainedConfig) -> None:
+    def check_hf(self, config: PretrainedConfig) -> None:
         """Our ``project_q`` keeps the codevector size."""
         if config.proj_codevector_dim != config.codevector_dim:
             refuse_hf(
                 config, "proj_codevector_dim", "our project_q keeps codevector_dim"
             )
 
-    def derived_options(self, config: PreTrainedConfig) -> Sections:
+    def derived_options(self, config: PretrainedConfig) -> Sections:
         """The quantizer's input size is the CNN's output size."""
         return {"loss_conf": {"feature_size": int(config.conv_dim[-1])}}
 
@@ -376,7 +376,7 @@ def translate_config_to_hf(
     train_config: Mapping[str, Any],
     objective: HFObjective,
     buffers: Optional[Mapping[str, int]] = None,
-) -> PreTrainedConfig:
+) -> PretrainedConfig:
     """Translate our training config to the objective's HF config.
 
     Args:
@@ -416,7 +416,7 @@ def hf_config_from_espnet(
     return translate_config_to_hf(train_config, WAV2VEC2, buffers)
 
 
-def _check_hf_expressible(config: PreTrainedConfig, objective: HFObjective) -> None:
+def _check_hf_expressible(config: PretrainedConfig, objective: HFObjective) -> None:
     """Raise a NotExpressibleError naming the first HF field we cannot express."""
     for option, required, why in HF_REQUIRED_VALUES + objective.hf_required_values:
         if getattr(config, option, required) != required:
@@ -432,7 +432,7 @@ def _check_hf_expressible(config: PreTrainedConfig, objective: HFObjective) -> N
     objective.check_hf(config)
 
 
-def _derived_espnet_options(config: PreTrainedConfig) -> Sections:
+def _derived_espnet_options(config: PretrainedConfig) -> Sections:
     """Our options that are not a copy of one HF field, by section."""
     norm_modes = {hf: ours for ours, hf in NORM_MODE_TO_HF.items()}
     shapes = zip(config.conv_dim, config.conv_kernel, config.conv_stride)
@@ -450,7 +450,7 @@ def _derived_espnet_options(config: PreTrainedConfig) -> Sections:
     )
 
 
-def _espnet_sections(config: PreTrainedConfig, objective: HFObjective) -> Sections:
+def _espnet_sections(config: PretrainedConfig, objective: HFObjective) -> Sections:
     """Every option of ours, by section, that an HF config determines."""
     sections = {name: {} for name in ALL_SECTIONS}
     derived = [_derived_espnet_options(config), objective.derived_options(config)]
@@ -473,7 +473,7 @@ def _espnet_sections(config: PreTrainedConfig, objective: HFObjective) -> Sectio
 
 @typechecked
 def translate_config_from_hf(
-    hf_config: PreTrainedConfig, objective: HFObjective
+    hf_config: PretrainedConfig, objective: HFObjective
 ) -> Dict[str, Any]:
     """Translate an HF config to the model part of our training config.
 

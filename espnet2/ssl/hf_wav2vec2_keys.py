@@ -30,7 +30,7 @@ References:
     A. Baevski, H. Zhou, A. Mohamed, M. Auli, "wav2vec 2.0: A Framework for
     Self-Supervised Learning of Speech Representations", NeurIPS 2020,
     arXiv:2006.11477.
-    Hugging Face transformers 5.23.0, ``models/wav2vec2/modeling_wav2vec2.py`` and
+    Hugging Face transformers 4.57.6, ``models/wav2vec2/modeling_wav2vec2.py`` and
     ``models/hubert/modeling_hubert.py`` (read for the module names only; no code
     copied).
 """
@@ -40,7 +40,7 @@ import re
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 import torch
-from transformers import PreTrainedConfig
+from transformers import PretrainedConfig
 
 EXTRAS_ATTRIBUTE = "espnet_ssl"  # HF config attribute holding ESPnet-only values
 # no place in HF's state dict: carried by the HF config
@@ -341,7 +341,7 @@ def hf_to_espnet_keys(
     state: Mapping[str, torch.Tensor],
     hf_prefix: str,
     head_rules: Rules,
-    hf_config: Optional[PreTrainedConfig] = None,
+    hf_config: Optional[PretrainedConfig] = None,
 ) -> Dict[str, torch.Tensor]:
     """Rename an HF state dict (base model and head) to our model's keys.
 
@@ -391,7 +391,7 @@ def espnet_to_hf_state_dict(state: Mapping[str, torch.Tensor]) -> Dict[str, Any]
 
 
 def hf_to_espnet_state_dict(
-    state: Mapping[str, torch.Tensor], hf_config: Optional[PreTrainedConfig] = None
+    state: Mapping[str, torch.Tensor], hf_config: Optional[PretrainedConfig] = None
 ) -> Dict[str, torch.Tensor]:
     """Rename a ``Wav2Vec2ForPreTraining`` state dict to our model's keys.
 
@@ -409,6 +409,6 @@ def hf_to_espnet_state_dict(
     return hf_to_espnet_keys(state, WAV2VEC2_PREFIX, WAV2VEC2_HEAD_KEY_RULES, hf_config)
 
 
-def _extras(hf_config: Optional[PreTrainedConfig]) -> Dict[str, Any]:
+def _extras(hf_config: Optional[PretrainedConfig]) -> Dict[str, Any]:
     """The ESPnet-only values carried by an HF config (empty if none)."""
     return dict(getattr(hf_config, EXTRAS_ATTRIBUTE, None) or {})

@@ -225,7 +225,7 @@ def collect_facts(
         train_data: The pretraining data dir (``dump/raw/<set>``).
         valid_data: The validation data dir.
         results: ``RESULTS.md`` files of fine-tuning experiments (may not exist yet).
-        recipe: The recipe it was trained with (``<corpus>/ssl1``).
+        recipe: The recipe it was trained with (``<corpus>/ssl2``).
 
     Raises:
         ModelCardError: The config or the model file is missing or unreadable.

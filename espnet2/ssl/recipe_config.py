@@ -1,6 +1,6 @@
 """What the SSL recipe reads from, and sets in, a pretraining config.
 
-The recipe (``egs2/TEMPLATE/ssl1/ssl.sh``) needs three facts from the YAML config it is
+The recipe (``egs2/TEMPLATE/ssl2/ssl.sh``) needs three facts from the YAML config it is
 given: whether the objective needs frame labels (HuBERT does, wav2vec 2.0 does not),
 how many encoder blocks the model has (the default layer for the next HuBERT
 iteration), and it writes the config it trains with, whose HuBERT ``num_classes``

@@ -1,6 +1,6 @@
 """Study sweeps: several pretraining runs of a recipe, fine-tuned, scored, tabulated.
 
-A sweep is a YAML file (``egs2/<corpus>/ssl1/conf/sweeps/*.yaml``)::
+A sweep is a YAML file (``egs2/<corpus>/ssl2/conf/sweeps/*.yaml``)::
 
     name: crop                     # runs: <expdir>/ssl_<name>_<tag>, asr_<name>_<tag>
     metric: cer                    # of result.json: cer or wer

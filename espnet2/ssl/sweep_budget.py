@@ -55,7 +55,7 @@ def _config_file(run: SweepRun) -> Path:
     if config is None or not Path(config).is_file():
         raise ValueError(
             f"run {run.tag}: its --ssl_config {config!r} is not a file (run the "
-            "sweep from the recipe directory, egs2/<corpus>/ssl1)"
+            "sweep from the recipe directory, egs2/<corpus>/ssl2)"
         )
     return Path(config)
 

@@ -1,6 +1,6 @@
 """Start-up and error reporting shared by the command-line tools of this project.
 
-Every tool (``espnet2/bin/*.py``, ``egs2/*/ssl1/local/*.py``) logs in ESPnet's format,
+Every tool (``espnet2/bin/*.py``, ``egs2/*/ssl2/local/*.py``) logs in ESPnet's format,
 logs its arguments at start-up, and reports a bad input as one readable message on
 stderr with exit status 1, never as a traceback.
 """

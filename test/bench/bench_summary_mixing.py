@@ -5,7 +5,7 @@ CNN, projection, 12-block encoder, quantizer and contrastive loss), in train mod
 ``--batch_size`` utterances (default 2) of seeded random audio (0.1 * randn, 16 kHz)
 cropped to each length in ``--crops`` (seconds, no padding). Every model is built
 through ESPnet's real ``SSLTask`` from
-``egs2/librispeech/ssl1/conf/tuning/train_ssl_wav2vec2_summary_mixing_base.yaml``
+``egs2/librispeech/ssl2/conf/tuning/train_ssl_wav2vec2_summary_mixing_base.yaml``
 (``--size base``: 512-channel CNN, 768 wide, 12 blocks, 8 heads, FFN 3072) or a
 reduced copy (``--size small``: 256-channel CNN, 256 wide, 8 blocks, 4 heads, FFN
 1024, local and summary units [256]); the variants differ only in the encoder:
@@ -103,9 +103,9 @@ from espnet2.ssl.memory import check_memory_measure, tensor_memory
 from espnet2.ssl.targets.frames import cnn_frame_count
 
 SM_YAML = (
-    "egs2/librispeech/ssl1/conf/tuning/train_ssl_wav2vec2_summary_mixing_base.yaml"
+    "egs2/librispeech/ssl2/conf/tuning/train_ssl_wav2vec2_summary_mixing_base.yaml"
 )
-W2V2_YAML = "egs2/librispeech/ssl1/conf/tuning/train_ssl_wav2vec2_base.yaml"
+W2V2_YAML = "egs2/librispeech/ssl2/conf/tuning/train_ssl_wav2vec2_base.yaml"
 # --size small as overrides: (CNN channels, width, heads, FFN, blocks)
 SMALL = dict(channels=256, dim=256, heads=4, ffn=1024, blocks=8)
 VARIANTS = ("summary_mixing", "self_attention", "espnet_conformer")

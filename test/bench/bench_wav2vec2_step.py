@@ -62,7 +62,7 @@ from espnet2.ssl.flops import CPU_SDPA_FLOPS
 from espnet2.ssl.planner import build_model_from_config as build_ours
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-BASE_YAML = "egs2/librispeech/ssl1/conf/tuning/train_ssl_wav2vec2_base.yaml"
+BASE_YAML = "egs2/librispeech/ssl2/conf/tuning/train_ssl_wav2vec2_base.yaml"
 SAMPLE_RATE = 16000
 AUDIO_SECONDS = 4.0
 BATCH_SIZE = 4

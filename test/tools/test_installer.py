@@ -56,8 +56,8 @@ def test_requirements_pin_the_versions_the_project_is_tested_with():
         if "==" in line and not line.startswith("#")
     }
     assert pins["espnet"] == "202511"
-    assert pins["torch"] == "2.12.1"
-    assert pins["torchaudio"] == "2.11.0"
+    assert pins["torch"] == "2.8.0"
+    assert pins["torchaudio"] == "2.8.0"
     assert pins["s3prl"] == "0.4.18"
 
 
@@ -75,7 +75,7 @@ def test_setup_py_reads_its_requirements_from_the_pins_file():
         text=True,
     )
     assert result.returncode == 0, result.stderr
-    assert "'espnet==202511'" in result.stdout and "'torch==2.12.1'" in result.stdout
+    assert "'espnet==202511'" in result.stdout and "'torch==2.8.0'" in result.stdout
 
 
 def test_the_pinned_inflect_expands_numbers_for_espnets_cleaner():

@@ -1,4 +1,4 @@
-"""egs2/TEMPLATE/ssl1/utils/parse_options.sh: the recipes' option parser."""
+"""egs2/TEMPLATE/ssl2/utils/parse_options.sh: the recipes' option parser."""
 
 import subprocess
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 PARSER = (
-    Path(__file__).resolve().parents[3] / "egs2/TEMPLATE/ssl1/utils/parse_options.sh"
+    Path(__file__).resolve().parents[3] / "egs2/TEMPLATE/ssl2/utils/parse_options.sh"
 )
 
 SCRIPT = f"""

@@ -108,26 +108,26 @@ def make_corpus(speech) -> Callable[[Path], Path]:
 
 
 def copy_recipe(root: Path) -> Path:
-    """A copy of egs2/librispeech/ssl1 under ``root`` with its own TEMPLATE files.
+    """A copy of egs2/librispeech/ssl2 under ``root`` with its own TEMPLATE files.
 
     ssl.sh, path.sh and utils/ are copied (not linked to this checkout), so that an
-    edit of egs2/TEMPLATE/ssl1 in progress cannot change a running test; tools/ and
+    edit of egs2/TEMPLATE/ssl2 in progress cannot change a running test; tools/ and
     espnet2/ are linked so that path.sh finds the environment and the overlay.
     """
-    template = root / "egs2" / "TEMPLATE" / "ssl1"
+    template = root / "egs2" / "TEMPLATE" / "ssl2"
     template.mkdir(parents=True)
     for name in ("ssl.sh", "path.sh"):
-        shutil.copy2(REPO_ROOT / "egs2/TEMPLATE/ssl1" / name, template / name)
-    shutil.copytree(REPO_ROOT / "egs2/TEMPLATE/ssl1/utils", template / "utils")
+        shutil.copy2(REPO_ROOT / "egs2/TEMPLATE/ssl2" / name, template / name)
+    shutil.copytree(REPO_ROOT / "egs2/TEMPLATE/ssl2/utils", template / "utils")
     shutil.copytree(
-        REPO_ROOT / "egs2/librispeech/ssl1",
-        root / "egs2/librispeech/ssl1",
-        symlinks=True,  # ssl.sh -> ../../TEMPLATE/ssl1/ssl.sh: the copy above
+        REPO_ROOT / "egs2/librispeech/ssl2",
+        root / "egs2/librispeech/ssl2",
+        symlinks=True,  # ssl.sh -> ../../TEMPLATE/ssl2/ssl.sh: the copy above
         ignore=shutil.ignore_patterns("data", "downloads", "dump", "exp"),
     )
     for link in ("tools", "espnet2"):
         (root / link).symlink_to(REPO_ROOT / link)
-    return root / "egs2/librispeech/ssl1"
+    return root / "egs2/librispeech/ssl2"
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""egs2/librispeech/ssl1/conf: the BASE pretraining configs and the 10 h CTC config.
+"""egs2/librispeech/ssl2/conf: the BASE pretraining configs and the 10 h CTC config.
 
 Every config is read by ESPnet's own parser (unknown keys fail there) and built by
 its task's ``build_model``; the BASE models on the meta device (shapes only).
@@ -16,12 +16,12 @@ from espnet2.tasks.asr import ASRTask
 from espnet2.tasks.ssl import SSLTask
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-CONF = REPO_ROOT / "egs2/librispeech/ssl1/conf/tuning"
+CONF = REPO_ROOT / "egs2/librispeech/ssl2/conf/tuning"
 HUBERT = CONF / "train_ssl_hubert_base.yaml"
 WAV2VEC2 = CONF / "train_ssl_wav2vec2_base.yaml"
 RECONSTRUCTION = CONF / "train_ssl_reconstruction_base.yaml"
 ASR = CONF / "train_asr_ctc_base_10h.yaml"
-TINY_HUBERT = REPO_ROOT / "egs2/mini_synth/ssl1/conf/tuning/train_ssl_hubert_tiny.yaml"
+TINY_HUBERT = REPO_ROOT / "egs2/mini_synth/ssl2/conf/tuning/train_ssl_hubert_tiny.yaml"
 NGPU = 8  # run.sh --ngpu
 LIBRISPEECH_960_SECONDS = 960.9 * 3600  # 100.6 + 363.6 + 496.7 h
 FAIRSEQ_MAX_TOKENS = 1_400_000  # samples per GPU in fairseq's BASE pretraining

@@ -1,4 +1,4 @@
-"""egs2/librispeech/ssl1/run.sh, stages 1-2, on a tiny LibriSpeech-shaped corpus.
+"""egs2/librispeech/ssl2/run.sh, stages 1-2, on a tiny LibriSpeech-shaped corpus.
 
 The corpus (conftest.py) has every LibriSpeech part and Libri-light fold with one to
 three espeak-ng utterances; the recipe runs in a temporary copy, so data/, dump/ and

@@ -1,4 +1,4 @@
-"""egs2/librispeech/ssl1/local/prepare_librispeech.py: folders -> Kaldi data dirs."""
+"""egs2/librispeech/ssl2/local/prepare_librispeech.py: folders -> Kaldi data dirs."""
 
 import importlib.util
 import os
@@ -11,7 +11,7 @@ from espnet2.fileio.kaldi_data_dir import read_two_column_file, validate_data_di
 
 SCRIPT = (
     Path(__file__).resolve().parents[3]
-    / "egs2/librispeech/ssl1/local/prepare_librispeech.py"
+    / "egs2/librispeech/ssl2/local/prepare_librispeech.py"
 )
 CHAPTER = "LibriSpeech/train-clean-100/103/1240"
 

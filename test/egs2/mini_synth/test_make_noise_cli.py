@@ -1,4 +1,4 @@
-"""Tests of egs2/mini_synth/ssl1/local/make_noise.py (the noise data dir CLI) and of
+"""Tests of egs2/mini_synth/ssl2/local/make_noise.py (the noise data dir CLI) and of
 its call in local/data.sh."""
 
 import importlib.util
@@ -10,7 +10,7 @@ import pytest
 from espnet2.ssl.synth.espeak import EspeakError
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-LOCAL = REPO_ROOT / "egs2" / "mini_synth" / "ssl1" / "local"
+LOCAL = REPO_ROOT / "egs2" / "mini_synth" / "ssl2" / "local"
 SCRIPT = LOCAL / "make_noise.py"
 
 

@@ -16,7 +16,7 @@ from espnet2.tasks.asr import ASRTask
 from espnet2.tasks.ssl import SSLTask
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-CONF = REPO_ROOT / "egs2/mini_synth/ssl1/conf"
+CONF = REPO_ROOT / "egs2/mini_synth/ssl2/conf"
 PROBE = CONF / "tuning/train_asr_phone_probe_tiny.yaml"
 SSL_CONFIG = CONF / "tuning/train_ssl_hubert_tiny.yaml"
 PHONES = ["<blank>", "<unk>", "h", "@", "l", "oU", "<sos/eos>"]

@@ -1,4 +1,4 @@
-"""egs2/mini_synth/ssl1/run.sh end to end, stages 1-9, in a copy of the recipe.
+"""egs2/mini_synth/ssl2/run.sh end to end, stages 1-9, in a copy of the recipe.
 
 The copy keeps the recipe's links to egs2/TEMPLATE and links tools/ and espnet2/ of this
 checkout, so run.sh and path.sh run exactly as in the repository while data/, dump/ and
@@ -46,7 +46,7 @@ def recipe(tmp_path_factory) -> Path:
         )
     for link in ("tools", "espnet2"):
         (root / link).symlink_to(REPO_ROOT / link)
-    return root / "egs2" / "mini_synth" / "ssl1"
+    return root / "egs2" / "mini_synth" / "ssl2"
 
 
 def run(recipe: Path, *args: str) -> subprocess.CompletedProcess:

@@ -1,6 +1,6 @@
 """The shipped tiny reconstruction config learns: espnet2.bin.ssl_train on mini_synth.
 
-Trains egs2/mini_synth/ssl1/conf/train_ssl_reconstruction_tiny.yaml (log-mel
+Trains egs2/mini_synth/ssl2/conf/train_ssl_reconstruction_tiny.yaml (log-mel
 frontend, span + frequency masking, L1 reconstruction) through ESPnet's real
 training entry point on a minute of synthesised speech, and checks that the
 validation reconstruction loss on held-out voices falls. The run is shortened
@@ -24,7 +24,7 @@ import torch
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-CONFIG = REPO_ROOT / "egs2/mini_synth/ssl1/conf/train_ssl_reconstruction_tiny.yaml"
+CONFIG = REPO_ROOT / "egs2/mini_synth/ssl2/conf/train_ssl_reconstruction_tiny.yaml"
 EPOCHS, ITERS_PER_EPOCH = 4, 8
 SHORT_RUN = [
     "--max_epoch", str(EPOCHS), "--num_iters_per_epoch", str(ITERS_PER_EPOCH),

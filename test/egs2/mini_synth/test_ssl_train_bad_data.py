@@ -18,7 +18,7 @@ from espnet2.ssl.targets.frames import cnn_frame_count
 from espnet2.ssl.targets.labels import read_cnn_shapes
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-CONFIG = REPO_ROOT / "egs2/mini_synth/ssl1/conf/tuning/train_ssl_hubert_tiny.yaml"
+CONFIG = REPO_ROOT / "egs2/mini_synth/ssl2/conf/tuning/train_ssl_hubert_tiny.yaml"
 N_CLUSTERS = 50
 
 pytestmark = pytest.mark.recipe

@@ -17,7 +17,7 @@ import soundfile
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-CONFIG = REPO_ROOT / "egs2/mini_synth/ssl1/conf/tuning/train_ssl_wav2vec2_tiny.yaml"
+CONFIG = REPO_ROOT / "egs2/mini_synth/ssl2/conf/tuning/train_ssl_wav2vec2_tiny.yaml"
 CROP_SECONDS = 1.0
 BUDGET = ["--batch_seconds", "8", "--max_device_batch_seconds", "4"]  # 2 x 4 crops
 

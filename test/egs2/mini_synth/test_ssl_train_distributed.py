@@ -48,7 +48,7 @@ import torch
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-CONF_DIR = REPO_ROOT / "egs2/mini_synth/ssl1/conf/tuning"
+CONF_DIR = REPO_ROOT / "egs2/mini_synth/ssl2/conf/tuning"
 NUM_CLASSES = 50  # train_ssl_hubert_tiny.yaml
 EPOCHS = 2
 TIMEOUT_S = 300  # for the three processes of one objective together

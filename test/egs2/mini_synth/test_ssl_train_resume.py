@@ -25,7 +25,7 @@ import torch
 from espnet2.ssl.checkpoint import MID_EPOCH_CHECKPOINT, MidEpochState
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-CONFIG = REPO_ROOT / "egs2/mini_synth/ssl1/conf/tuning/train_ssl_wav2vec2_tiny.yaml"
+CONFIG = REPO_ROOT / "egs2/mini_synth/ssl2/conf/tuning/train_ssl_wav2vec2_tiny.yaml"
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # every run here
 KILL_TIMEOUT_S = 300
 

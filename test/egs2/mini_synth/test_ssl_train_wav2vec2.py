@@ -13,7 +13,7 @@ import yaml
 from espnet2.ssl.synth.noise import NoiseConfig, build_noise_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-CONFIG = REPO_ROOT / "egs2/mini_synth/ssl1/conf/tuning/train_ssl_wav2vec2_tiny.yaml"
+CONFIG = REPO_ROOT / "egs2/mini_synth/ssl2/conf/tuning/train_ssl_wav2vec2_tiny.yaml"
 
 pytestmark = pytest.mark.recipe
 

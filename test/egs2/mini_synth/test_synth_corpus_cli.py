@@ -1,4 +1,4 @@
-"""Tests of egs2/mini_synth/ssl1/local/synth_corpus.py (the corpus CLI)."""
+"""Tests of egs2/mini_synth/ssl2/local/synth_corpus.py (the corpus CLI)."""
 
 import importlib.util
 import os
@@ -11,7 +11,7 @@ import pytest
 from espnet2.ssl.synth.espeak import EspeakError
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-SCRIPT = REPO_ROOT / "egs2" / "mini_synth" / "ssl1" / "local" / "synth_corpus.py"
+SCRIPT = REPO_ROOT / "egs2" / "mini_synth" / "ssl2" / "local" / "synth_corpus.py"
 TINY = [
     "--train_minutes", "0.3", "--labeled_minutes", "0.2",
     "--dev_minutes", "0.1", "--test_minutes", "0.1",

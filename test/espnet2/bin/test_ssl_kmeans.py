@@ -18,7 +18,7 @@ from espnet2.ssl.targets.labels import read_cnn_shapes
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 TINY_CONFIG = (
-    REPO_ROOT / "egs2/mini_synth/ssl1/conf/tuning/train_ssl_wav2vec2_tiny.yaml"
+    REPO_ROOT / "egs2/mini_synth/ssl2/conf/tuning/train_ssl_wav2vec2_tiny.yaml"
 )
 # audio lengths in samples around the framing boundaries (400 / 160 / 320)
 LENGTHS = {

@@ -22,7 +22,7 @@ import yaml
 from espnet2.bin.ssl_pack import main as pack_main
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-CONF = REPO_ROOT / "egs2/mini_synth/ssl1/conf/tuning"
+CONF = REPO_ROOT / "egs2/mini_synth/ssl2/conf/tuning"
 SAMPLE_RATE = 16000
 SEEN_SAMPLES = 16000 * 1800  # half an hour
 UPDATES = 1234
@@ -114,7 +114,7 @@ def pack(root: Path, objective: str, *extra: str) -> Path:
         pack_main(
             ["pack", "--exp_dir", exp, "--model_file", f"{exp}/valid.loss.best.pth",
              "--train_data", "dump/raw/train", "--valid_data", "dump/raw/dev",
-             "--recipe", "mini_synth/ssl1", "--outpath", f"{exp}/packed.zip", *extra]
+             "--recipe", "mini_synth/ssl2", "--outpath", f"{exp}/packed.zip", *extra]
         )  # fmt: skip
     finally:
         os.chdir(cwd)

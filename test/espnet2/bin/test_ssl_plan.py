@@ -12,8 +12,8 @@ from espnet2.ssl.planner import budget
 from espnet2.ssl.targets.frames import WAV2VEC2_CNN_SHAPES
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-LIBRISPEECH = REPO_ROOT / "egs2/librispeech/ssl1/conf/tuning"
-MINI = REPO_ROOT / "egs2/mini_synth/ssl1/conf/tuning"
+LIBRISPEECH = REPO_ROOT / "egs2/librispeech/ssl2/conf/tuning"
+MINI = REPO_ROOT / "egs2/mini_synth/ssl2/conf/tuning"
 
 
 @pytest.fixture(scope="module")

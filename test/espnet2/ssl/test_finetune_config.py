@@ -22,7 +22,7 @@ from espnet2.ssl.finetune_config import (
 from espnet2.ssl.recipe_config import RecipeConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-CONF = REPO_ROOT / "egs2/mini_synth/ssl1/conf/tuning"
+CONF = REPO_ROOT / "egs2/mini_synth/ssl2/conf/tuning"
 SSL_CONFIG = CONF / "train_ssl_hubert_tiny.yaml"
 ASR_CONFIG = CONF / "train_asr_ctc_tiny.yaml"
 

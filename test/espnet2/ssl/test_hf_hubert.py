@@ -35,7 +35,7 @@ from espnet2.ssl.hf_wav2vec2_keys import ESPNET_BUFFERS, EXTRAS_ATTRIBUTE
 from espnet2.tasks.ssl import SSLTask
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-TINY_YAML = REPO_ROOT / "egs2/mini_synth/ssl1/conf/tuning/train_ssl_hubert_tiny.yaml"
+TINY_YAML = REPO_ROOT / "egs2/mini_synth/ssl2/conf/tuning/train_ssl_hubert_tiny.yaml"
 MODEL_SECTIONS = ("frontend", "frontend_conf", "specaug", "normalize", "preencoder")
 MODEL_SECTIONS += ("preencoder_conf", "encoder", "encoder_conf", "model_conf")
 MODEL_SECTIONS += ("loss", "util")

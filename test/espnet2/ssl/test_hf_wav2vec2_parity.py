@@ -41,7 +41,7 @@ from espnet2.tasks.ssl import SSLTask
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 BASE_CONFIG = (
-    REPO_ROOT / "egs2/librispeech/ssl1/conf/tuning/train_ssl_wav2vec2_base.yaml"
+    REPO_ROOT / "egs2/librispeech/ssl2/conf/tuning/train_ssl_wav2vec2_base.yaml"
 )
 FLOAT64_TOLERANCE = 1e-10  # measured <= 6e-16 (CNN features, targets: exactly 0)
 FLOAT32_TOLERANCE = 1e-5  # measured <= 3e-7 (logits, loss; float32 models too)
@@ -49,7 +49,7 @@ PERPLEXITY_TOLERANCE = 1e-4  # fairseq's 1e-7 smoothing (HF has none): <= 2e-6
 NUM_NEGATIVES = 10
 CNN_SHAPES = [[16, 10, 5]] + [[16, 3, 2]] * 4 + [[16, 2, 2]] * 2  # BASE, 16 channels
 
-# wav2vec 2.0 BASE options (egs2/librispeech/ssl1/conf/tuning/
+# wav2vec 2.0 BASE options (egs2/librispeech/ssl2/conf/tuning/
 # train_ssl_wav2vec2_base.yaml) at tiny sizes: 2 layers, G=2, V=8, K=10.
 TINY_BASE = dict(
     token_list=["<unk>"],

@@ -17,7 +17,7 @@ from espnet2.ssl.recipe_config import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-TUNING = REPO_ROOT / "egs2" / "mini_synth" / "ssl1" / "conf" / "tuning"
+TUNING = REPO_ROOT / "egs2" / "mini_synth" / "ssl2" / "conf" / "tuning"
 
 
 def write(path: Path, config) -> Path:

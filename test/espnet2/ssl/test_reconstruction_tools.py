@@ -16,7 +16,7 @@ import yaml
 from espnet2.tasks.ssl import SSLTask
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-CONFIG = REPO_ROOT / "egs2/mini_synth/ssl1/conf/train_ssl_reconstruction_tiny.yaml"
+CONFIG = REPO_ROOT / "egs2/mini_synth/ssl2/conf/train_ssl_reconstruction_tiny.yaml"
 LENGTHS = (8000, 5600)  # samples: 26 and 18 frames of 20 ms (centred STFT)
 
 
@@ -99,7 +99,7 @@ def test_ssl_pack_packs_it_with_a_card_that_describes_the_objective(exp, tmp_pat
         main(
             ["pack", "--exp_dir", "exp/ssl_reconstruction_tiny", "--model_file",
              "exp/ssl_reconstruction_tiny/valid.loss.best.pth", "--train_data",
-             "dump/raw/train", "--recipe", "mini_synth/ssl1", "--outpath",
+             "dump/raw/train", "--recipe", "mini_synth/ssl2", "--outpath",
              "exp/ssl_reconstruction_tiny/packed.zip"]
         )  # fmt: skip
     finally:

@@ -35,7 +35,7 @@ from espnet2.ssl.targets.frames import WAV2VEC2_CNN_SHAPES, cnn_frame_count
 from espnet2.tasks.ssl import SSLTask
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-TUNING = REPO_ROOT / "egs2/mini_synth/ssl1/conf/tuning"
+TUNING = REPO_ROOT / "egs2/mini_synth/ssl2/conf/tuning"
 LENGTHS = (7200, 5555, 4321)  # samples: 22, 17 and 13 CNN frames
 RATE = 320  # samples per frame of the wav2vec 2.0 CNN
 ATOL = 1e-5

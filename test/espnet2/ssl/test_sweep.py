@@ -13,7 +13,7 @@ from espnet2.bin.ssl_sweep import main
 from espnet2.ssl.sweep import load_sweep, run_command, write_table
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-SWEEPS = REPO_ROOT / "egs2/mini_synth/ssl1/conf/sweeps"
+SWEEPS = REPO_ROOT / "egs2/mini_synth/ssl2/conf/sweeps"
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -11,7 +11,7 @@ from espnet2.ssl.sweep import load_sweep
 from espnet2.ssl.sweep_budget import budget_flops, plan_runs, run_config, seen_hours
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-TUNING = REPO_ROOT / "egs2/mini_synth/ssl1/conf/tuning"
+TUNING = REPO_ROOT / "egs2/mini_synth/ssl2/conf/tuning"
 CROP = 1.0
 
 

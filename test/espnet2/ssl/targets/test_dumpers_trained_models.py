@@ -1,6 +1,6 @@
 """The ssl and asr dumpers on checkpoints trained by ESPnet's real entry points.
 
-A tiny wav2vec 2.0 (egs2/mini_synth/ssl1/conf/tuning/train_ssl_wav2vec2_tiny.yaml)
+A tiny wav2vec 2.0 (egs2/mini_synth/ssl2/conf/tuning/train_ssl_wav2vec2_tiny.yaml)
 is trained for one epoch by ``espnet2.bin.ssl_train`` and a tiny CTC model
 (conf/asr_tiny.yaml) by ``espnet2.bin.asr_train`` (collect-stats, then training
 with global MVN), both on about 20 s of synthesised speech; the dumpers read
@@ -25,7 +25,7 @@ from espnet2.ssl.targets.dumpers import FeatureDumpError, get_dumper
 from espnet2.ssl.targets.frames import WAV2VEC2_CNN_SHAPES, cnn_frame_count
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
-SSL_CONFIG = REPO_ROOT / "egs2/mini_synth/ssl1/conf/tuning/train_ssl_wav2vec2_tiny.yaml"
+SSL_CONFIG = REPO_ROOT / "egs2/mini_synth/ssl2/conf/tuning/train_ssl_wav2vec2_tiny.yaml"
 ASR_CONFIG = Path(__file__).parent / "conf" / "asr_tiny.yaml"
 
 pytestmark = pytest.mark.recipe

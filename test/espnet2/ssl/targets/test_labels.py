@@ -30,7 +30,7 @@ from espnet2.text.token_id_converter import TokenIDConverter
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
 TINY_CONFIG = (
-    REPO_ROOT / "egs2/mini_synth/ssl1/conf/tuning/train_ssl_wav2vec2_tiny.yaml"
+    REPO_ROOT / "egs2/mini_synth/ssl2/conf/tuning/train_ssl_wav2vec2_tiny.yaml"
 )
 BOUNDARIES = [399, 400, 401, 719, 720, 721, 1039, 1040, 16000, 16319, 16320, 16640]
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The shared stage script of the SSL recipes. egs2/<corpus>/ssl1/run.sh calls it with the
+# The shared stage script of the SSL recipes. egs2/<corpus>/ssl2/run.sh calls it with the
 # corpus's sets and options; a new corpus needs only its own local/data.sh and conf/.
 #
 # Stages (run a range with --stage N --stop_stage M; each is idempotent: a finished stage
@@ -392,7 +392,7 @@ pack_ssl() {
     python -m espnet2.bin.ssl_pack "${command}" --exp_dir "${exp}" \
         --model_file "${exp}/${ssl_model_name}" \
         --train_data "${dumpdir}/raw/${train_set}" --valid_data "${dumpdir}/raw/${valid_set}" \
-        --recipe "$(basename "$(dirname "${PWD}")")/ssl1" \
+        --recipe "$(basename "$(dirname "${PWD}")")/ssl2" \
         --description "Config: \`${ssl_config}\` (as trained: \`config.yaml\` in this archive)" \
         --description "HuBERT iterations: ${ssl_iterations}; first targets: ${target_type}, k=${n_clusters}; later: layer ${next_target_layer:-middle}, k=${next_n_clusters}" \
         "$@" "${out_opt}" "${out}" > "${exp}/${command}.log" 2>&1 \

@@ -1,0 +1,1 @@
+../../TEMPLATE/ssl2/ssl.sh
