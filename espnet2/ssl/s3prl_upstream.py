@@ -47,29 +47,27 @@ Usage::
     with torch.no_grad():
         feats = featurizer(wavs, upstream(wavs))  # a list of (T_b, D), one per wav
 
-``run_downstream.py`` and ``s3prl.nn.S3PRLUpstream`` find upstreams by name on
-``s3prl.hub``; ``register_on_s3prl_hub()`` adds ``espnet_ssl_local`` there, after
-which ``S3PRLUpstream("espnet_ssl_local", path_or_url=ckpt)`` works and a launcher
-script runs SUPERB tasks (from s3prl's source folder, for its relative config
-paths)::
+By name, s3prl finds upstreams on ``s3prl.hub`` (it imports unpatched with this
+repository's pins). ``register_on_s3prl_hub()`` adds ``espnet_ssl_local`` there; in
+this environment the name is there anyway, as the overlay's ``espnet2.asr.frontend``
+package adds it when ``s3prl.hub`` is imported (``espnet2/ssl/s3prl_hub.py``), and
+ESPnet's tasks and s3prl's hub (its ``espnet_hubert`` upstream) both import that
+package. So these take ``ckpt`` (``-k``: the packed archive, or the ``.pth`` with its
+``config.yaml`` beside it or given by ``-g``):
 
-    # run_superb.py
+- ``s3prl.nn.S3PRLUpstream("espnet_ssl_local", path_or_url=ckpt)``;
+- ESPnet's ``frontend: s3prl`` with ``frontend_conf: {frontend_conf: {upstream:
+  espnet_ssl_local, path_or_url: ckpt}, multilayer_feature: true}``;
+- ``run_downstream.py -m train -u espnet_ssl_local -k ckpt -d <task> ...``, run from
+  its folder (its configs are relative paths). This launcher registers explicitly
+  rather than through s3prl's ``espnet_hubert`` import::
+
+    # run_superb.py, beside run_downstream.py
     import runpy
     from espnet2.ssl.s3prl_upstream import register_on_s3prl_hub
 
     register_on_s3prl_hub()
     runpy.run_module("s3prl.run_downstream", run_name="__main__")
-
-    # python run_superb.py -m train -u espnet_ssl_local -k exp/.../model.zip -d asr ...
-
-``-k`` is the ``.pth`` (its ``config.yaml`` beside it, or ``-g config.yaml``) or the
-packed archive. Both need an environment of s3prl 0.4.18's time, not this
-repository's pinned one: ``s3prl.hub`` imports every upstream, and some call
-torchaudio functions that torchaudio 2.11 no longer has (``set_audio_backend``,
-``sox_effects``), so ``s3prl.hub``, ``s3prl.nn`` and ``run_downstream.py`` do not
-import here (registration says so); ``run_downstream.py`` also needs ``tensorboardX``
-and ``huggingface_hub``'s removed ``HfFolder`` / ``Repository``.
-``s3prl.upstream.interfaces.Featurizer`` imports and works here.
 """
 
 import contextlib
@@ -341,16 +339,15 @@ def register_on_s3prl_hub(name: str = HUB_NAME) -> None:
         name: The hub name.
 
     Raises:
-        SSLUpstreamError: ``s3prl.hub`` does not import (see the module docstring).
+        SSLUpstreamError: ``s3prl.hub`` does not import.
     """
     try:
         from s3prl import hub
-    except Exception as err:  # ImportError, or AttributeError from torchaudio
+    except Exception as err:  # ImportError, or any error of an upstream's import
         raise SSLUpstreamError(
             f"cannot import s3prl.hub ({type(err).__name__}: {err}); s3prl 0.4.18 "
-            "imports every upstream there, and some need torchaudio functions that "
-            "recent torchaudio removed (set_audio_backend, sox_effects). Fix: use "
-            "espnet_ssl_local with s3prl.upstream.interfaces.Featurizer directly, or "
-            "run run_downstream.py in an environment whose torchaudio still has them."
+            "imports every upstream there. Fix: install the pinned environment "
+            "(make -C tools; tools/requirements.txt), or use espnet_ssl_local with "
+            "s3prl.upstream.interfaces.Featurizer directly."
         ) from None
     setattr(hub, name, espnet_ssl_local)

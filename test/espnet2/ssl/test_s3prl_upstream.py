@@ -4,23 +4,23 @@ Tiny seeded models of every SSLTask encoder (mini_synth's tiny HuBERT configs: t
 wav2vec 2.0 transformer with the GroupNorm CNN and with a LayerNorm CNN, ESPnet's
 conformer and e_branchformer, SummaryMixing) are saved as config.yaml + .pth, as
 ``espnet2.bin.ssl_train`` writes them, and one is packed by ``espnet2.bin.pack ssl``.
-Each is loaded through the hub entry and run on a padded batch of three utterances of
-different lengths; the expected values come from ``inference_encode`` on each
-utterance alone, in a model loaded separately.
-
-s3prl 0.4.18's ``s3prl.hub`` does not import with the pinned torchaudio (see the
-module docstring), and ``s3prl.nn.upstream`` imports it at the top; the tests of
-``S3PRLUpstream`` and ``s3prl.nn.Featurizer`` put an empty module in its place, and
-``register_on_s3prl_hub`` fills it as it would fill the real hub.
+Each is loaded through the hub entry, directly or through the real ``s3prl.hub``
+(``S3PRLUpstream``, and the call ``run_downstream.py`` makes), and run on a padded
+batch of three utterances of different lengths; the expected values come from
+``inference_encode`` on each utterance alone, in a model loaded separately.
+``run_downstream.py`` itself runs in a subprocess from s3prl's package folder: its
+help, and the launcher of the module docstring training s3prl's ``example``
+downstream (random data) for one step on the packed model.
 """
 
-import importlib
+import os
+import subprocess
 import sys
-import types
 import zipfile
 from pathlib import Path
 
 import pytest
+import s3prl
 import torch
 import yaml
 from s3prl.upstream.interfaces import Featurizer
@@ -36,6 +36,15 @@ from espnet2.tasks.ssl import SSLTask
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 TUNING = REPO_ROOT / "egs2/mini_synth/ssl2/conf/tuning"
+EXAMPLE_DOWNSTREAM = Path(__file__).parent / "conf/s3prl_example_downstream_tiny.yaml"
+S3PRL_DIR = Path(s3prl.__file__).parent  # run_downstream.py's configs are relative
+LAUNCHER = (
+    "import runpy\n"
+    "from espnet2.ssl.s3prl_upstream import register_on_s3prl_hub\n"
+    "register_on_s3prl_hub()\n"
+    'runpy.run_module("s3prl.run_downstream", run_name="__main__")\n'
+)  # the module docstring's run_superb.py
+STDERR_TAIL = 4000  # characters of stderr shown when a run fails
 LENGTHS = (7200, 5555, 4321)  # samples: 22, 17 and 13 CNN frames
 RATE = 320  # samples per frame of the wav2vec 2.0 CNN
 ATOL = 1e-5
@@ -60,6 +69,7 @@ MODELS = {
     ),
     "summary_mixing": ("train_ssl_hubert_summary_mixing_tiny.yaml", {}),
 }
+MODEL_OF = {"packed": "transformer"}  # the model a zip was packed from
 
 
 def save_model(name: str, out_dir: Path) -> Path:
@@ -234,42 +244,105 @@ def test_s3prl_featurizer_gives_the_weighted_sum_of_our_layers(
         assert not feats[b][frames:].any()
 
 
-@pytest.fixture
-def s3prl_nn(monkeypatch):
-    """``s3prl.nn.upstream`` imported over an empty ``s3prl.hub``; entry registered."""
-    import s3prl
-
-    hub = types.ModuleType("s3prl.hub")
-    monkeypatch.setitem(sys.modules, "s3prl.hub", hub)
-    monkeypatch.setattr(s3prl, "hub", hub, raising=False)
-    module = importlib.import_module("s3prl.nn.upstream")
-    monkeypatch.setattr(module, "hub", hub)
+@pytest.fixture(scope="module")
+def hub():
+    """The real ``s3prl.hub``, with :func:`espnet_ssl_local` registered on it."""
     register_on_s3prl_hub()
+    from s3prl import hub
+
     assert getattr(hub, HUB_NAME) is espnet_ssl_local
-    return module
+    return hub
 
 
-@pytest.mark.parametrize("name", ["transformer", "e_branchformer", "summary_mixing"])
-def test_s3prl_nn_upstream_and_featurizer_via_the_hub_name(
-    name, saved, expected, wavs, s3prl_nn
+@pytest.mark.parametrize("name", ["packed", "e_branchformer", "summary_mixing"])
+def test_s3prl_nn_upstream_from_the_real_hub_gives_our_layers(
+    name, saved, expected, wavs, hub
 ):
-    upstream = s3prl_nn.S3PRLUpstream(HUB_NAME, path_or_url=str(saved[name]))
+    from s3prl.nn import Featurizer as NNFeaturizer
+    from s3prl.nn import S3PRLUpstream
+
+    assert HUB_NAME in S3PRLUpstream.available_names()
+    upstream = S3PRLUpstream(HUB_NAME, path_or_url=str(saved[name]))
     upstream.eval()  # S3PRLUpstream leaves the upstream in training mode
     assert upstream.num_layers == 4 and upstream.hidden_sizes == [96] * 4
     assert upstream.downsample_rates == [RATE] * 4
-    featurizer = s3prl_nn.Featurizer(upstream)
-    weights = torch.tensor([1.0, 0.0, -0.5, 0.25])
-    lengths = torch.tensor(LENGTHS)
     padded = torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True)  # (B, S)
     with torch.no_grad():
-        featurizer.weights.copy_(weights)
-        hs, hs_len = featurizer(*upstream(padded, lengths))
-    # s3prl counts ceil(S / 320) frames (one more than the CNN's here)
-    assert hs_len.tolist() == [(n - 1) // RATE + 1 for n in LENGTHS]
-    for b, (layers, _) in enumerate(expected(name)):
+        hs, hs_len = upstream(padded, torch.tensor(LENGTHS))
+    # s3prl counts ceil(S / 320) frames, one more than the CNN's here
+    ceil_frames = [(n - 1) // RATE + 1 for n in LENGTHS]
+    assert all(n.tolist() == ceil_frames for n in hs_len)
+    assert all(h.shape == (3, 23, 96) for h in hs)
+    for b, (layers, _) in enumerate(expected(MODEL_OF.get(name, name))):
         frames = len(layers[0])
+        for h, want in zip(hs, layers):
+            torch.testing.assert_close(h[b, :frames], want, rtol=0, atol=ATOL)
+            extra = h[b, frames - 1] if frames == 22 else torch.zeros(96)
+            torch.testing.assert_close(h[b, frames], extra, rtol=0, atol=0)
+    featurizer = NNFeaturizer(upstream)
+    weights = torch.tensor([1.0, 0.0, -0.5, 0.25])
+    with torch.no_grad():
+        featurizer.weights.copy_(weights)
+        feats, feats_len = featurizer(hs, hs_len)
+    assert feats_len.tolist() == ceil_frames
+    for b, (layers, _) in enumerate(expected(MODEL_OF.get(name, name))):
         want = weighted(layers, weights)
-        torch.testing.assert_close(hs[b, :frames], want, rtol=0, atol=ATOL)
+        torch.testing.assert_close(feats[b, : len(want)], want, rtol=0, atol=ATOL)
+
+
+def test_run_downstreams_way_to_build_an_upstream_takes_a_packed_model(
+    saved, expected, wavs, hub
+):
+    # s3prl/downstream/runner.py: Runner._get_upstream, then _get_featurizer
+    upstream = getattr(hub, HUB_NAME)(
+        ckpt=str(saved["packed"]), model_config=None, refresh=False
+    )
+    featurizer = Featurizer(
+        upstream=upstream, feature_selection="hidden_states",
+        upstream_device="cpu", layer_selection=None, normalize=False,
+    )  # fmt: skip
+    weights = torch.tensor([0.25, 1.0, -1.0, 0.5])
+    with torch.no_grad():
+        featurizer.weights.copy_(weights)
+        feats = featurizer(wavs, upstream.eval()(wavs))
+    for b, (layers, _) in enumerate(expected("transformer")):
+        want = weighted(layers, weights)
+        torch.testing.assert_close(feats[b][: len(want)], want, rtol=0, atol=ATOL)
+
+
+def run_in_s3prl_dir(*args: str) -> subprocess.CompletedProcess:
+    """``python *args`` in s3prl's package folder, as its README runs it."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=S3PRL_DIR,
+        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_run_downstream_help_runs_and_lists_our_upstream():
+    result = run_in_s3prl_dir("run_downstream.py", "-h")
+    assert result.returncode == 0, result.stderr[-STDERR_TAIL:]
+    assert "--upstream_ckpt" in result.stdout
+    assert f"'{HUB_NAME}'" in result.stdout  # "Available options in S3PRL: [...]"
+
+
+def test_the_docstring_launcher_trains_s3prls_example_downstream_on_a_zip(
+    saved, tmp_path
+):
+    result = run_in_s3prl_dir(
+        "-c", LAUNCHER, "-m", "train", "-u", HUB_NAME, "-k", str(saved["packed"]),
+        "-d", "example", "-c", str(EXAMPLE_DOWNSTREAM), "-p", str(tmp_path / "exp"),
+        "--device", "cpu",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-STDERR_TAIL:]
+    # a file this test made; it holds the run's argparse Namespace, not only tensors
+    states = torch.load(tmp_path / "exp/states-1.ckpt", weights_only=False)
+    assert states["Step"] == 1
+    assert {"Featurizer", "Downstream"} <= set(states) and "Upstream" not in states
+    weights = states["Featurizer"]["weights"]  # one per layer, from zeros
+    assert weights.shape == (4,) and weights.abs().min() > 1e-4
 
 
 def test_a_packed_model_gives_the_states_of_its_files(saved, wavs):
