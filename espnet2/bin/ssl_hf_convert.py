@@ -234,6 +234,20 @@ def hf_folder_to_espnet(
     else:
         hf_model = Wav2Vec2ForPreTraining.from_pretrained(hf_dir, local_files_only=True)
         model, train_config = hf_wav2vec2.from_hf(hf_model)
+    write_espnet_folder(model, train_config, out_dir)
+
+
+def write_espnet_folder(
+    model: torch.nn.Module, train_config: Dict[str, Any], out_dir: str
+) -> None:
+    """Write ``out_dir/config.yaml`` and ``out_dir/model.pth`` (each to a temporary
+    name, then renamed), loadable with ``SSLTask.build_model_from_file``.
+
+    Args:
+        model: Our model.
+        train_config: Its training config (completed with the task's defaults).
+        out_dir: Output folder (created).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     partial = out / "config.yaml.tmp"

@@ -15,7 +15,9 @@
 #   3. HuBERT targets (skipped when the objective needs no labels, e.g. wav2vec 2.0):
 #      ${target_type} features of the train and valid sets, faiss k-means with
 #      ${n_clusters} clusters on a seeded sample of train, one label per CNN frame:
-#      ${dumpdir}/targets/<tag>/{<set>/text,tokens.txt,kmeans/}.
+#      ${dumpdir}/targets/<tag>/{<set>/text,tokens.txt,kmeans/}. A fairseq wav2vec 2.0
+#      or HuBERT checkpoint (--target_model x.pt, --target_type ssl) is first converted
+#      once into ${expdir}/fairseq_<name>/ (espnet2.bin.ssl_fairseq_import).
 #   4. Pretraining: ESPnet's collect-stats, then espnet2.bin.ssl_train with
 #      ${ssl_config} (the objective, HuBERT or wav2vec 2.0, comes from its loss:) into
 #      ${expdir}/<ssl_tag>. An interrupted run resumes from its last checkpoint. Every
@@ -29,7 +31,8 @@
 #      (espnet2.bin.ssl_pack pack; espnet_model_zoo's ModelDownloader unpacks it).
 #   7. Fine-tuning: a ${token_type} token list of ${labeled_set}, ESPnet's collect-stats,
 #      then espnet2.bin.asr_train with ${asr_config} (CTC, frontend: espnet_ssl loading
-#      the packed zip, or --pretrained_model, unpacked once into <asr exp>/ssl_model/) into
+#      the packed zip, or --pretrained_model, unpacked once into <asr exp>/ssl_model/;
+#      a fairseq .pt is converted once into ${expdir}/fairseq_<name>/) into
 #      ${expdir}/<asr_tag>; with --asr_baseline true also the same config from an
 #      untrained model of the same architecture into ${expdir}/<asr_tag>_scratch.
 #      With --phone_probe true also the phone recognition probe (SUPERB PR, S.-w. Yang
@@ -77,7 +80,7 @@ train_hours=""          # pretrain on a seeded subset of this many hours of trai
 train_hours_seed=0      # seed of that subset (same seed: nested subsets)
 # Targets (HuBERT)
 target_type=mfcc        # features of the first iteration's k-means: mfcc, ssl or asr
-target_model=""         # ssl/asr targets: model file (.pth next to its config.yaml, or a packed .zip)
+target_model=""         # ssl/asr targets: model file (.pth next to its config.yaml, a packed .zip; ssl: or a fairseq .pt)
 target_layer=""         # ssl/asr targets: encoder block (empty: the final output)
 n_clusters=100          # k of the first iteration (HuBERT BASE: 100 on MFCC)
 kmeans_fraction=0.1     # share of the train utterances the k-means is fitted on (fairseq: 10%)
@@ -95,7 +98,7 @@ ssl_model_name=valid.loss.best.pth  # checkpoint used for the next iteration and
 # Fine-tuning (CTC ASR on the labeled set, the packed model as espnet_ssl frontend)
 asr_config=""           # ASR config with frontend: espnet_ssl (required for stages 7-8)
 asr_tag=""              # experiment name (default: asr_<last ssl tag>)
-pretrained_model=""     # fine-tune this packed .zip (or .pth next to its config.yaml) instead of stage 6's
+pretrained_model=""     # fine-tune this packed .zip (or .pth next to its config.yaml, or a fairseq .pt) instead of stage 6's
 asr_args=""             # extra options for espnet2.bin.asr_train
 asr_baseline=false      # also fine-tune the same ASR config from an untrained SSL model
 token_type=char         # ASR output units: char or bpe (sentencepiece)
@@ -135,7 +138,7 @@ Options:
     --train_hours         # seeded subset of train_set, in hours; empty = all (default="${train_hours}")
     --train_hours_seed    # seed of that subset (default="${train_hours_seed}")
     --target_type         # mfcc, ssl or asr features for the first k-means (default="${target_type}")
-    --target_model        # ssl/asr targets: model .pth or packed .zip (default="${target_model}")
+    --target_model        # ssl/asr targets: model .pth or packed .zip; ssl: or a fairseq .pt (default="${target_model}")
     --target_layer        # ssl/asr targets: encoder block, empty = final (default="${target_layer}")
     --n_clusters          # k of the first iteration (default="${n_clusters}")
     --kmeans_fraction     # share of train utterances for the k-means (default="${kmeans_fraction}")
@@ -151,7 +154,7 @@ Options:
     --ssl_model_name      # checkpoint used for the next iteration and packed (default="${ssl_model_name}")
     --asr_config          # ASR fine-tuning config, frontend: espnet_ssl (required for stages 7-8)
     --asr_tag             # fine-tuning experiment name (default: asr_<last ssl tag>)
-    --pretrained_model    # fine-tune this packed .zip or .pth instead of stage 6's (default="${pretrained_model}")
+    --pretrained_model    # fine-tune this packed .zip, .pth or fairseq .pt instead of stage 6's (default="${pretrained_model}")
     --asr_args            # extra options for espnet2.bin.asr_train (default="${asr_args}")
     --asr_baseline        # also fine-tune from an untrained SSL model (default="${asr_baseline}")
     --token_type          # char or bpe (default="${token_type}")
@@ -211,12 +214,44 @@ model_stamp() {
     if [ -n "$1" ]; then echo "$1@$(stat -L -c %Y "$1" 2> /dev/null || echo missing)"; fi
 }
 
+# fairseq_dir PT: the folder the fairseq checkpoint PT is converted into
+fairseq_dir() {
+    echo "${expdir}/fairseq_$(basename "$1" .pt)"
+}
+
+# import_fairseq PT: the fairseq wav2vec 2.0 / HuBERT checkpoint PT as config.yaml +
+# model.pth in $(fairseq_dir PT) (espnet2.bin.ssl_fairseq_import; a HuBERT gets a new
+# head with fairseq's number of classes), once: redone when PT's checksum changes
+import_fairseq() {
+    local pt=$1
+    local dir stamp
+    dir=$(fairseq_dir "${pt}")
+    [ -f "${pt}" ] || { log "Error: the fairseq checkpoint '${pt}' does not exist"; exit 1; }
+    stamp="sha256=$(sha256sum "${pt}" | cut -d ' ' -f 1)"
+    if is_done "${dir}/.done" "${stamp}"; then
+        log "fairseq ${pt}: already converted into ${dir}; skipping"
+        return
+    fi
+    rm -f "${dir}/.done"
+    mkdir -p "${dir}"
+    log "fairseq ${pt}: converting into ${dir} (log: ${dir}/import.log)"
+    python -m espnet2.bin.ssl_fairseq_import --checkpoint "${pt}" --out_dir "${dir}" \
+        > "${dir}/import.log" 2>&1 \
+        || { log "Error: ssl_fairseq_import failed; see ${dir}/import.log"; tail -n 1 "${dir}/import.log" >&2; exit 1; }
+    echo "${stamp}" > "${dir}/.done"
+}
+
 # make_targets TAG TYPE K LAYER MODEL: features of train and valid, k-means on train,
 # labels of both in ${dumpdir}/targets/TAG/<set>/text, token list TAG/tokens.txt
 make_targets() {
     local tag=$1 type=$2 k=$3 layer=$4 model=$5
     local dir="${dumpdir}/targets/${tag}"
     local stamp
+    if [[ "${model}" == *.pt ]] && [ "${type}" != mfcc ]; then
+        [ "${type}" = ssl ] || { log "Error: '${model}' is a fairseq SSL checkpoint; use it with --target_type ssl"; exit 2; }
+        import_fairseq "${model}"
+        model="$(fairseq_dir "${model}")/model.pth"
+    fi
     stamp="type=${type} k=${k} layer=${layer} model=$(model_stamp "${model}")"
     stamp+=" fraction=${kmeans_fraction} max_frames=${kmeans_max_frames}"
     stamp+=" seed=${kmeans_seed} sets=${train_set},${valid_set} cnn=${ssl_config}"
@@ -565,18 +600,22 @@ untrained_model() {
     echo "${dir}/untrained.pth"
 }
 
-# ssl_model: the SSL model stage 7 fine-tunes (--pretrained_model, else stage 6's zip)
+# ssl_model: the SSL model stage 7 fine-tunes (--pretrained_model, a fairseq .pt as
+# converted by import_fairseq, else stage 6's zip)
 ssl_model() {
-    if [ -n "${pretrained_model}" ]; then echo "${pretrained_model}"; else
-        echo "${expdir}/$(final_tag)/$(final_tag).zip"; fi
+    case "${pretrained_model}" in
+        "") echo "${expdir}/$(final_tag)/$(final_tag).zip" ;;
+        *.pt) echo "$(fairseq_dir "${pretrained_model}")/model.pth" ;;
+        *) echo "${pretrained_model}" ;;
+    esac
 }
 
 # pretrained_config: the config.yaml of --pretrained_model (a zip: its copy that
-# stage 7 unpacked into <asr exp>/ssl_model/)
+# stage 7 unpacked into <asr exp>/ssl_model/; a fairseq .pt: its converted one)
 pretrained_config() {
     case "${pretrained_model}" in
         *.zip) find "${expdir}/${asr_tag}/ssl_model" -name config.yaml | head -n 1 ;;
-        *) echo "$(dirname "${pretrained_model}")/config.yaml" ;;
+        *) echo "$(dirname "$(ssl_model)")/config.yaml" ;;
     esac
 }
 
@@ -784,9 +823,12 @@ fi
 if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
     zip=$(ssl_model)
     log "Stage 7: Fine-tuning ${zip} on ${labeled_set} with ${asr_config} into ${expdir}/${asr_tag}"
+    if [[ "${pretrained_model}" == *.pt ]]; then
+        import_fairseq "${pretrained_model}"  # into $(dirname "${zip}")
+    fi
     if [ ! -f "${zip}" ]; then
         if [ -n "${pretrained_model}" ]; then
-            log "Error: --pretrained_model ${zip} does not exist (a packed .zip, or a .pth next to its config.yaml; a model zoo or hub name: espnet_model_zoo_download --unpack true NAME prints the unpacked ssl_model_file to pass)"
+            log "Error: --pretrained_model ${zip} does not exist (a packed .zip, a .pth next to its config.yaml, or a fairseq .pt; a model zoo or hub name: espnet_model_zoo_download --unpack true NAME prints the unpacked ssl_model_file to pass)"
         else
             log "Error: ${zip} does not exist; run stage 6 first"
         fi
