@@ -27,9 +27,9 @@ References:
     W.-N. Hsu, B. Bolte, Y.-H. H. Tsai, K. Lakhotia, R. Salakhutdinov,
     A. Mohamed, "HuBERT: Self-Supervised Speech Representation Learning by Masked
     Prediction of Hidden Units", IEEE/ACM TASLP 2021, arXiv:2106.07447.
-    Hugging Face transformers 5.23.0, ``models/hubert/modeling_hubert.py`` and
-    ``configuration_hubert.py`` (read for the module names and config fields only;
-    no code copied).
+    Hugging Face transformers 4.57.6 (pinned; also read at 5.23.0),
+    ``models/hubert/modeling_hubert.py`` and ``configuration_hubert.py`` (read for
+    the module names and config fields only; no code copied).
 """
 
 import logging
@@ -276,21 +276,49 @@ def from_hf(
     train_config = espnet_config_from_hf(hf_model.config, num_classes, final_dim)
     model = build_espnet_model(train_config)
     model.to(next(hf_model.parameters()).dtype)
+    load_hf_state(model, hf_model.state_dict(), hf_model.config, head, seed)
+    return model.train(hf_model.training), train_config
+
+
+@typechecked
+def load_hf_state(
+    model: ESPnetSSLModel,
+    hf_state: Mapping[str, torch.Tensor],
+    hf_config: HubertConfig,
+    head: Optional[Mapping[str, torch.Tensor]] = None,
+    seed: int = 0,
+    why_new_head: str = f"no ESPnet HuBERT head ({HEAD_FILE})",
+) -> None:
+    """Copy a ``HubertModel`` state dict and our head into our model.
+
+    Args:
+        model: Built from :func:`espnet_config_from_hf` of ``hf_config`` (a config
+            differing only in options without parameters also fits).
+        hf_state: ``HubertModel`` keys; tensors of another float dtype are cast.
+        hf_config: Gives ``do_stable_layer_norm``, ``feat_proj_layer_norm`` and the
+            carried buffers.
+        head: The head's tensors (:data:`HEAD_FILE` names); None = a new head
+            seeded with ``seed``, logged as new with ``why_new_head``.
+        seed: Seed of a new head's initialisation.
+        why_new_head: The log's reason for a new head.
+
+    Raises:
+        KeyError: Naming an HF key without a counterpart, or a missing one.
+        RuntimeError: From ``load_state_dict`` when a shape does not fit.
+    """
     if head is None:
-        loss_conf = train_config["loss"][0]["conf"]
+        decoder = only_loss(model, WeightedHuBERTLoss).decoder
         logging.warning(
-            f"no ESPnet HuBERT head ({HEAD_FILE}): a new one is initialised "
-            f"(num_classes={loss_conf['num_classes']}, "
-            f"final_dim={loss_conf['final_dim']}, seed={seed}); train it before "
-            "using its predictions"
+            f"{why_new_head}: a new one is initialised "
+            f"(num_classes={decoder.label_embeddings.out_features}, "
+            f"final_dim={decoder.final_proj.out_features}, seed={seed}); train it "
+            "before using its predictions"
         )
         head = _new_head(model, seed)
-    state = {**hf_model.state_dict(), **head}
     state = hf_to_espnet_keys(
-        state, HUBERT_PREFIX, HUBERT_HEAD_KEY_RULES, hf_model.config
+        {**hf_state, **head}, HUBERT_PREFIX, HUBERT_HEAD_KEY_RULES, hf_config
     )
     model.load_state_dict(state, strict=True)
-    return model.train(hf_model.training), train_config
 
 
 def save_folder(

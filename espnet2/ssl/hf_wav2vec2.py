@@ -18,10 +18,10 @@ References:
     A. Baevski, H. Zhou, A. Mohamed, M. Auli, "wav2vec 2.0: A Framework for
     Self-Supervised Learning of Speech Representations", NeurIPS 2020,
     arXiv:2006.11477.
-    Hugging Face transformers 5.23.0, ``models/wav2vec2/modeling_wav2vec2.py`` and
-    ``configuration_wav2vec2.py`` (read for the module names and config fields only;
-    no code copied); fairseq @ 3d262bb2 ``fairseq/models/wav2vec/wav2vec2.py`` for the
-    meaning of each option.
+    Hugging Face transformers 4.57.6 (pinned; also read at 5.23.0),
+    ``models/wav2vec2/modeling_wav2vec2.py`` and ``configuration_wav2vec2.py`` (read
+    for the module names and config fields only; no code copied); fairseq @ 3d262bb2
+    ``fairseq/models/wav2vec/wav2vec2.py`` for the meaning of each option.
 """
 
 import argparse
@@ -123,6 +123,25 @@ REQUIRED_OPTIONS += (("frontend_conf", "bias"), ("preencoder_conf", "output_size
 # (normalize_before, embed_layer_norm) of HF's post-LN (BASE) and pre-LN
 # (do_stable_layer_norm, LARGE) encoders: one LayerNorm besides the layers' own.
 ENCODER_LAYER_NORMS = ((False, True), (True, False))
+# Fields every HF config writes about itself (save_pretrained sets them).
+HF_METADATA_FIELDS = frozenset(
+    ("architectures", "transformers_version", "torch_dtype", "dtype", "_name_or_path")
+)
+# HF fields _derived_hf_fields writes (not a copy of one option of ours).
+DERIVED_HF_FIELDS = (
+    "conv_dim",
+    "conv_kernel",
+    "conv_stride",
+    "feat_extract_norm",
+    "feat_extract_activation",
+    "activation_dropout",
+    "layerdrop",
+    "layer_norm_eps",
+    "apply_spec_augment",
+    "mask_feature_min_masks",
+)
+# Our option holding the source HF config's fields that have no ESPnet form.
+HF_FIELDS_OPTION = "hf_config_fields"
 # (HF field, the only value we can express, why); a field the config class lacks
 # passes.
 HF_REQUIRED_VALUES: Tuple[Tuple[str, Any, str], ...] = (
@@ -327,24 +346,48 @@ def _check_expressible(sections: Sections, objective: HFObjective) -> None:
 
 
 def _derived_hf_fields(sections: Sections) -> Dict[str, Any]:
-    """HF fields that are not a copy of one option of ours."""
+    """HF fields that are not a copy of one option of ours (DERIVED_HF_FIELDS)."""
     frontend, encoder = sections["frontend_conf"], sections["encoder_conf"]
     shapes = [[int(v) for v in shape] for shape in frontend["shapes"]]
     activation_dropout = encoder["activation_dropout_rate"]
     if activation_dropout is None:  # ESPnet: the FFN reuses dropout_rate
         activation_dropout = encoder["dropout_rate"]
-    return dict(
-        conv_dim=[channels for channels, _, _ in shapes],
-        conv_kernel=[kernel for _, kernel, _ in shapes],
-        conv_stride=[stride for _, _, stride in shapes],
-        feat_extract_norm=NORM_MODE_TO_HF[frontend["norm_mode"]],
-        feat_extract_activation="gelu",  # the CNN's exact GELU
-        activation_dropout=activation_dropout,
-        layerdrop=encoder["layer_drop_rate"] if encoder["apply_layer_drop"] else 0.0,
-        layer_norm_eps=LAYER_NORM_EPS,
-        apply_spec_augment=True,
-        mask_feature_min_masks=0,  # SpanMasking draws channel spans with no minimum
+    values = (
+        [channels for channels, _, _ in shapes],
+        [kernel for _, kernel, _ in shapes],
+        [stride for _, _, stride in shapes],
+        NORM_MODE_TO_HF[frontend["norm_mode"]],
+        "gelu",  # the CNN's exact GELU
+        activation_dropout,
+        encoder["layer_drop_rate"] if encoder["apply_layer_drop"] else 0.0,
+        LAYER_NORM_EPS,
+        True,  # apply_spec_augment
+        0,  # mask_feature_min_masks: SpanMasking draws channel spans with no minimum
     )
+    return dict(zip(DERIVED_HF_FIELDS, values))
+
+
+def hf_fields_we_write(objective: HFObjective) -> frozenset:
+    """The HF config fields our translation determines (for ``objective``)."""
+    rows = SAME_VALUE_FIELDS + objective.same_value_fields
+    return frozenset((*(hf for _, _, hf in rows), *DERIVED_HF_FIELDS, EXTRAS_ATTRIBUTE))
+
+
+def hf_fields_to_keep(config: PretrainedConfig, objective: HFObjective) -> Dict:
+    """The fields of an imported HF config that our options do not determine.
+
+    Only those that differ from the config class's defaults, without HF's own
+    metadata. Stored in our option :data:`HF_FIELDS_OPTION`, they come back
+    unchanged on export (e.g. ``final_dropout`` of a CTC head,
+    ``feat_extract_dropout``, ``vocab_size``).
+    """
+    skip = hf_fields_we_write(objective) | HF_METADATA_FIELDS | {"model_type"}
+    fields, defaults = config.to_dict(), type(config)().to_dict()
+    return {
+        key: copy.deepcopy(value)
+        for key, value in sorted(fields.items())
+        if key not in skip and (key not in defaults or value != defaults[key])
+    }
 
 
 def espnet_only_defaults(objective: HFObjective) -> Sections:
@@ -389,7 +432,9 @@ def translate_config_to_hf(
 
     Returns:
         The HF config (``objective.config_class``); ESPnet-only values and the
-        buffers are in its ``espnet_ssl`` attribute (saved in ``config.json``).
+        buffers are in its ``espnet_ssl`` attribute (saved in ``config.json``);
+        the fields kept from an imported HF config (``hf_config_fields``) are
+        restored, except those our options determine.
 
     Raises:
         NotExpressibleError: Naming an option (``section.option=value``) HF cannot
@@ -398,8 +443,11 @@ def translate_config_to_hf(
     """
     sections = _sections(train_config, objective)
     _check_expressible(sections, objective)
+    kept = dict(sections["top"].get(HF_FIELDS_OPTION) or {})
+    written = hf_fields_we_write(objective)
+    fields = {key: value for key, value in kept.items() if key not in written}
     rows = SAME_VALUE_FIELDS + objective.same_value_fields
-    fields = {hf: sections[section][ours] for section, ours, hf in rows}
+    fields.update({hf: sections[section][ours] for section, ours, hf in rows})
     fields.update(_derived_hf_fields(sections))
     fields[EXTRAS_ATTRIBUTE] = _espnet_only_values(sections, buffers or {}, objective)
     return objective.config_class(**fields)
@@ -488,7 +536,8 @@ def translate_config_from_hf(
     Returns:
         A dict ``SSLTask.build_model`` accepts once completed with the task's
         defaults (:func:`complete_train_config`); ``token_list`` is ``["<unk>"]``
-        unless the extras carry one.
+        unless the extras carry one; ``hf_config_fields`` holds the HF fields
+        our options do not determine (:func:`hf_fields_to_keep`).
 
     Raises:
         NotExpressibleError: Naming an HF field we cannot express and why.
@@ -505,6 +554,7 @@ def translate_config_from_hf(
         **{name: sections[name] for name in SECTIONS_IN_CONFIG},
         "loss": [{"name": objective.loss_name, "conf": sections["loss_conf"]}],
         "util": [{"name": "mask", "conf": sections["mask_conf"]}],
+        HF_FIELDS_OPTION: hf_fields_to_keep(hf_config, objective),
     }
 
 
@@ -584,10 +634,31 @@ def from_hf(
     train_config = espnet_config_from_hf(hf_model.config)
     model = build_espnet_model(train_config)
     model.to(next(hf_model.parameters()).dtype)
-    state = hf_to_espnet_state_dict(hf_model.state_dict(), hf_model.config)
-    model.load_state_dict(state, strict=True)
-    only_loss(model, Wav2Vec2Loss).step(int(model.num_updates))
+    load_hf_state(model, hf_model.state_dict(), hf_model.config)
     return model.train(hf_model.training), train_config
+
+
+@typechecked
+def load_hf_state(
+    model: ESPnetSSLModel,
+    hf_state: Mapping[str, torch.Tensor],
+    hf_config: PretrainedConfig,
+) -> None:
+    """Copy a ``Wav2Vec2ForPreTraining`` state dict into our model.
+
+    Args:
+        model: Built from :func:`espnet_config_from_hf` of ``hf_config`` (a config
+            differing only in options without parameters also fits).
+        hf_state: HF keys (legacy ``weight_g`` / ``weight_v`` accepted); tensors of
+            another float dtype are cast to the model's.
+        hf_config: Gives ``do_stable_layer_norm`` and the carried buffers.
+
+    Raises:
+        KeyError: Naming an HF key without a counterpart, or a missing one.
+        RuntimeError: From ``load_state_dict`` when a shape does not fit.
+    """
+    model.load_state_dict(hf_to_espnet_state_dict(hf_state, hf_config), strict=True)
+    only_loss(model, Wav2Vec2Loss).step(int(model.num_updates))
 
 
 def hf_negatives_to_espnet(

@@ -269,6 +269,14 @@ class SSLTask(AbsTask):
             default=None,
             help="Unused; the loss conf's num_classes counts",
         )
+        group.add_argument(
+            "--hf_config_fields",
+            action=NestedDictAction,
+            default=dict(),
+            help="Fields of the Hugging Face config.json this model was imported "
+            "from that have no ESPnet form (e.g. final_dropout); "
+            "espnet2.bin.ssl_hf_convert --to_hf writes them back unchanged",
+        )
         cls._add_preprocess_arguments(parser)
         cls._add_budget_arguments(parser)
         cls._add_data_check_arguments(parser)

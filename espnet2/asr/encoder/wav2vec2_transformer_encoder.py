@@ -7,7 +7,7 @@
 #   fairseq @ 3d262bb25690e4eb2e7d3c1309b1e9c406ca4b99,
 #     fairseq/models/wav2vec/wav2vec2.py: Wav2Vec2Config, make_conv_pos,
 #     TransformerEncoder.extract_features, TransformerSentenceEncoderLayer;
-#   Hugging Face transformers 5.23.0,
+#   Hugging Face transformers 4.57.6 (pinned; also read at 5.23.0),
 #     src/transformers/models/wav2vec2/modeling_wav2vec2.py: Wav2Vec2Encoder,
 #     Wav2Vec2PositionalConvEmbedding, Wav2Vec2EncoderLayer, Wav2Vec2FeedForward.
 """ESPnet's TransformerEncoder with the options that make it wav2vec 2.0 exactly.
@@ -359,7 +359,8 @@ class Wav2Vec2TransformerEncoder(TransformerEncoder):
         shapes (torch 2.12.1 on an AMX Xeon: relative error ~1 with 8 channels per
         group and kernel 8, the tiny test config, or 4 and 16; the recipes' 24 or
         48 channels per group with kernel 32 or 128 are right, and so are fp16
-        and the backward), the class of bug of
+        and the backward; torch 2.8.0 on an AMD EPYC without AMX: right), the
+        class of bug of
         https://github.com/pytorch/pytorch/issues/163347. The input layer is one
         conv, so float32 costs little; other devices are left as they are.
         """

@@ -5,10 +5,10 @@ bitwise, imports a folder without our head, and names what it refuses.
 Hidden states: HF's ``hidden_states[0]`` is the encoder input after the positional
 conv (and, post-LN, the encoder's layer_norm); ``inference_encode`` has no such
 output. HF's ``hidden_states[i]`` (i >= 1) is layer i's output: our
-``layers[i - 1]``. Pre-LN (``do_stable_layer_norm``): HF's last hidden state in the
-list is the last layer before the final layer_norm (our ``layers[-1]``, before
-``after_norm``); ``last_hidden_state`` is after it (our final output). Post-LN: both
-are our ``layers[-1]``, which is also our final output.
+``layers[i - 1]``. Pre-LN (``do_stable_layer_norm``), in transformers 4.57: the last
+entry of the list is after the final layer_norm, like ``last_hidden_state`` (our
+final output, after ``after_norm``), so our ``layers[-1]`` has no HF twin. Post-LN:
+both are our ``layers[-1]``, which is also our final output.
 
 The GroupNorm of the BASE CNN's first layer normalises each channel over all frames,
 padded ones included, so an utterance in a padded batch gives other features than
@@ -17,6 +17,7 @@ is compared with the same padded batch (HF given ``attention_mask``).
 """
 
 import copy
+import json
 import logging
 from pathlib import Path
 from typing import Dict
@@ -157,6 +158,15 @@ def audio(lengths) -> tuple:
     return speech, speech_lengths, attention_mask.long()
 
 
+def layer_pairs(layers, final, hidden_states, hf_config) -> list:
+    """(ours, HF's) per layer: HF's ``hidden_states[1:]`` against our ``layers``;
+    pre-LN, HF's last entry is after the final layer_norm (our ``final``)."""
+    theirs = list(hidden_states[1:])
+    if hf_config.do_stable_layer_norm:
+        return list(zip(layers[:-1], theirs[:-1])) + [(final, theirs[-1])]
+    return list(zip(layers, theirs))
+
+
 def max_layer_differences(model, hf_model, lengths, attention_mask: bool) -> list:
     """max |ours - HF| over valid frames: every layer, then the final output."""
     speech, speech_lengths, mask = audio(lengths)
@@ -168,7 +178,8 @@ def max_layer_differences(model, hf_model, lengths, attention_mask: bool) -> lis
             output_hidden_states=True,
         )
     assert len(out.hidden_states) == len(layers) + 1
-    pairs = list(zip(layers, out.hidden_states[1:])) + [(final, out.last_hidden_state)]
+    pairs = layer_pairs(layers, final, out.hidden_states, hf_model.config)
+    pairs.append((final, out.last_hidden_state))
     valid = torch.arange(final.shape[1])[None, :] < frames[:, None]  # (B, T)
     return [(ours - theirs)[valid].abs().max().item() for ours, theirs in pairs]
 
@@ -280,6 +291,30 @@ def test_hf_without_head_to_ours_to_hf_is_identical(overrides):
     buffers = got.pop(EXTRAS_ATTRIBUTE)["buffers"]
     assert buffers == dict.fromkeys(ESPNET_BUFFERS, 0)
     assert got == want
+
+
+def test_cli_round_trip_keeps_every_field_of_the_source_config_json(tmp_path):
+    hf_only = dict(final_dropout=0.3, feat_extract_dropout=0.2, vocab_size=40)
+    hubert_from_scratch(**hf_only).save_pretrained(tmp_path / "source")
+    cli(
+        "--from_hf",
+        tmp_path / "source",
+        "--out_dir",
+        tmp_path / "o",
+        "--num_classes",
+        7,
+    )
+    config = yaml.safe_load((tmp_path / "o/config.yaml").read_text())
+    assert config["hf_config_fields"] == hf_only
+    cli("--to_hf", "--ssl_train_config", tmp_path / "o/config.yaml",
+        "--ssl_model_file", tmp_path / "o/model.pth",
+        "--out_dir", tmp_path / "again")  # fmt: skip
+    source, again = (
+        json.loads((tmp_path / name / "config.json").read_text())
+        for name in ("source", "again")
+    )
+    again.pop(EXTRAS_ATTRIBUTE)
+    assert again == source
 
 
 def test_cli_imports_a_folder_without_head_with_a_new_seeded_head(tmp_path, caplog):

@@ -11,6 +11,7 @@ the cosine logits and the cross entropy (HF casts to float32 too).
 
 import copy
 import functools
+import json
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -439,6 +440,49 @@ def test_hf_to_ours_to_hf_gives_an_identical_state_dict_and_config(overrides):
     assert got == want
 
 
+# Fields of an HF config that no option of ours determines (a CTC head's, HF-only)
+HF_ONLY_FIELDS = dict(
+    final_dropout=0.3,
+    feat_extract_dropout=0.2,
+    vocab_size=40,
+    ctc_loss_reduction="mean",
+    ctc_zero_infinity=True,
+    use_weighted_layer_sum=True,
+    classifier_proj_size=64,
+)
+
+
+def test_cli_round_trip_keeps_every_field_of_the_source_config_json(tmp_path):
+    hf_model_from_scratch(**HF_ONLY_FIELDS).save_pretrained(tmp_path / "source")
+    ssl_hf_convert.main(
+        ["--from_hf", str(tmp_path / "source"), "--out_dir", str(tmp_path / "espnet")]
+    )
+    kept = yaml.safe_load((tmp_path / "espnet/config.yaml").read_text())[
+        "hf_config_fields"
+    ]
+    assert {key: kept[key] for key in HF_ONLY_FIELDS} == HF_ONLY_FIELDS
+    assert "hidden_size" not in kept  # encoder_conf.output_size says it
+    ssl_hf_convert.main(
+        ["--to_hf", "--ssl_train_config", str(tmp_path / "espnet/config.yaml")]
+        + ["--ssl_model_file", str(tmp_path / "espnet/model.pth")]
+        + ["--out_dir", str(tmp_path / "again")]
+    )
+    source, again = (
+        json.loads((tmp_path / name / "config.json").read_text())
+        for name in ("source", "again")
+    )
+    again.pop(hf_wav2vec2_keys.EXTRAS_ATTRIBUTE)
+    assert again == source
+
+
+def test_kept_hf_fields_never_override_what_our_options_determine():
+    config = copy.deepcopy(TINY_BASE)
+    config["hf_config_fields"] = {"final_dropout": 0.3, "hidden_size": 999}
+    hf_config = hf_config_from_espnet(config)
+    assert hf_config.final_dropout == 0.3
+    assert hf_config.hidden_size == TINY_BASE["encoder_conf"]["output_size"]
+
+
 def test_config_round_trip_keeps_every_option_we_set():
     config = espnet_config_from_hf(hf_config_from_espnet(TINY_BASE))
     for section in ("frontend_conf", "preencoder_conf", "encoder_conf", "model_conf"):
@@ -574,8 +618,9 @@ def test_cli_reports_a_missing_hf_folder(tmp_path, capsys):
 # ------------------------------------------------- exported folders, float32
 # HF's hidden_states[0] is the encoder input after the positional conv (and,
 # post-LN, the encoder's layer_norm): inference_encode has no such output; HF's
-# hidden_states[i] (i >= 1) is our layers[i - 1]. Pre-LN: HF's list ends before
-# the final layer_norm (our layers[-1]); last_hidden_state is our final output.
+# hidden_states[i] (i >= 1) is our layers[i - 1]. Pre-LN (transformers 4.57): HF's
+# list ends after the final layer_norm, with our final output, as does
+# last_hidden_state; our layers[-1] (before after_norm) has no HF twin.
 # The group-norm CNN sees the padding (previous section), so utterances are
 # compared alone, and a padded batch with the same padded batch.
 
@@ -639,7 +684,11 @@ def max_layer_differences(model, hf_model, lengths, attention_mask: bool) -> lis
         )
     assert len(out.hidden_states) == len(layers) + 1
     last = getattr(out, "last_hidden_state", None)  # the pretraining model has none
-    pairs = list(zip(layers, out.hidden_states[1:]))
+    theirs = list(out.hidden_states[1:])
+    if hf_model.config.do_stable_layer_norm:
+        pairs = list(zip(layers[:-1], theirs[:-1])) + [(final, theirs[-1])]
+    else:
+        pairs = list(zip(layers, theirs))
     if last is not None:
         pairs.append((final, last))
     valid = ~make_pad_mask(frames, maxlen=final.shape[1])
