@@ -8,7 +8,7 @@ validation reconstruction loss on held-out voices falls. The run is shortened
 warm-up of 8 updates instead of 100, so that the learning rate is reached within
 the run.
 
-Measured (corpus seed 11, one CPU thread, torch 2.12.1): validation
+Measured (corpus seed 11, one CPU thread; torch 2.12.1 and 2.8.0 alike): validation
 ``loss_reconstruction`` 0.724, 0.659, 0.639, 0.624 after epochs 1-4 (training loss
 0.841, 0.753, 0.722, 0.684); predicting the utterance mean (0 after
 ``utterance_mvn`` with unit variance) scores about 0.8, the mean absolute value of a
