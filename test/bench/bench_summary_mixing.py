@@ -312,15 +312,22 @@ def measure_crop(
 
 # ---------------------------------------------------------------- summary
 def ratios(results: Dict[float, Dict[str, Dict]], key: str, reference: str) -> Dict:
-    """``{crop: {variant: value / reference's value}}`` for result field ``key``."""
+    """``{crop: {variant: value / reference's value}}`` for result field ``key``;
+    None where the reference's value is 0 (an RSS growth of 0: the allocator reused
+    pages it kept)."""
     return {
         f"{crop:g}": {
-            name: r[key] / by_variant[reference][key]
+            name: _ratio(r[key], by_variant[reference][key])
             for name, r in by_variant.items()
             if name != reference
         }
         for crop, by_variant in results.items()
     }
+
+
+def _ratio(value: float, reference: float) -> Optional[float]:
+    """``value / reference``, None for a zero reference."""
+    return value / reference if reference else None
 
 
 def all_ratios(results: Dict[float, Dict[str, Dict]], reference: str) -> Dict:
