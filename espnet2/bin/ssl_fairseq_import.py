@@ -21,20 +21,13 @@ options.
 """
 
 import argparse
-import sys
-from typing import NoReturn, Optional, Sequence
+from typing import Optional, Sequence
 
-from espnet2.bin.ssl_hf_convert import CONVERSION_ERRORS, write_espnet_folder
+from espnet2.ssl.conversion import run_conversion, write_espnet_folder
 from espnet2.ssl.fairseq_import import import_fairseq
-from espnet2.ssl.hf_wav2vec2 import NotExpressibleError
-from espnet2.utils.tool_logging import (
-    add_log_level_argument,
-    exit_with_error,
-    start_tool_logging,
-)
+from espnet2.utils.tool_logging import add_log_level_argument, start_tool_logging
 
 TOOL = "ssl_fairseq_import"
-NOT_EXPRESSIBLE_STATUS = 3
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -72,12 +65,6 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _exit_not_expressible(message: str) -> NoReturn:
-    """Print ``<tool>: error: NotExpressibleError: <message>``; exit with 3."""
-    print(f"{TOOL}: error: NotExpressibleError: {message}", file=sys.stderr)
-    sys.exit(NOT_EXPRESSIBLE_STATUS)
-
-
 def convert(args: argparse.Namespace) -> None:
     """Import ``args.checkpoint`` and write ``args.out_dir``.
 
@@ -103,13 +90,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
         value = getattr(args, option)
         if value is not None and value < 1:
             parser.error(f"--{option} must be >= 1, not {value}")
-    try:
-        convert(args)
-    except NotExpressibleError as err:
-        _exit_not_expressible(str(err))
-    except CONVERSION_ERRORS as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        exit_with_error(TOOL, f"{type(err).__name__}: {message}")
+    run_conversion(TOOL, lambda: convert(args))
 
 
 if __name__ == "__main__":

@@ -28,41 +28,21 @@ expressed (one error line naming the option and why: a recipe skips the export);
 
 import argparse
 import json
-import pickle
-import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, NoReturn, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
-import torch
 import yaml
 from transformers import Wav2Vec2ForPreTraining
 
 from espnet2.ssl import hf_hubert, hf_wav2vec2
-from espnet2.ssl.hf_wav2vec2 import (
-    NotExpressibleError,
-    build_espnet_model,
-    complete_train_config,
-)
+from espnet2.ssl.conversion import run_conversion, write_espnet_folder
+from espnet2.ssl.hf_wav2vec2 import NotExpressibleError, build_espnet_model
 from espnet2.ssl.targets.dumpers.espnet_models import unpack_model
 from espnet2.ssl.weights import load_weights_only
-from espnet2.utils.tool_logging import (
-    add_log_level_argument,
-    exit_with_error,
-    start_tool_logging,
-)
-from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
+from espnet2.utils.tool_logging import add_log_level_argument, start_tool_logging
 
 TOOL = "ssl_hf_convert"
-NOT_EXPRESSIBLE_STATUS = 3
-CONVERSION_ERRORS = (
-    KeyError,
-    ValueError,
-    RuntimeError,  # e.g. load_state_dict: the model file does not fit the config
-    OSError,
-    pickle.UnpicklingError,  # not a state dict of tensors
-    yaml.YAMLError,
-)
 # our loss[0].name, and HF's config.json model_type -> the converter
 CONVERTERS = {"wav2vec2": hf_wav2vec2, "hubert": hf_hubert}
 HF_CLASSES = {"wav2vec2": "Wav2Vec2ForPreTraining", "hubert": "HubertModel"}
@@ -237,33 +217,6 @@ def hf_folder_to_espnet(
     write_espnet_folder(model, train_config, out_dir)
 
 
-def write_espnet_folder(
-    model: torch.nn.Module, train_config: Dict[str, Any], out_dir: str
-) -> None:
-    """Write ``out_dir/config.yaml`` and ``out_dir/model.pth`` (each to a temporary
-    name, then renamed), loadable with ``SSLTask.build_model_from_file``.
-
-    Args:
-        model: Our model.
-        train_config: Its training config (completed with the task's defaults).
-        out_dir: Output folder (created).
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    partial = out / "config.yaml.tmp"
-    with partial.open("w", encoding="utf-8") as f:
-        yaml_no_alias_safe_dump(complete_train_config(train_config), f, indent=4)
-    partial.replace(out / "config.yaml")
-    torch.save(model.state_dict(), out / "model.pth.tmp")
-    (out / "model.pth.tmp").replace(out / "model.pth")
-
-
-def _exit_not_expressible(message: str) -> NoReturn:
-    """Print ``<tool>: error: NotExpressibleError: <message>``; exit with 3."""
-    print(f"{TOOL}: error: NotExpressibleError: {message}", file=sys.stderr)
-    sys.exit(NOT_EXPRESSIBLE_STATUS)
-
-
 def _check_inputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse (exit 2) a combination of options that does not fit the direction."""
     files = bool(args.ssl_train_config or args.ssl_model_file)
@@ -302,13 +255,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
     args = parser.parse_args(cmd)
     start_tool_logging(TOOL, args, args.log_level)
     _check_inputs(parser, args)
-    try:
-        _convert(args)
-    except NotExpressibleError as err:
-        _exit_not_expressible(str(err))
-    except CONVERSION_ERRORS as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        exit_with_error(TOOL, f"{type(err).__name__}: {message}")
+    run_conversion(TOOL, lambda: _convert(args))
 
 
 if __name__ == "__main__":
