@@ -58,10 +58,14 @@ SECTIONS_IN_CONFIG = ("frontend_conf", "preencoder_conf", "encoder_conf", "model
 ALL_SECTIONS = ("top", *SECTIONS_IN_CONFIG, "loss_conf", "mask_conf")
 
 # ESPnet-only values of the shared network by config section, with the value a
-# model from HF (which lacks them) gets: fairseq's BASE recipe, or ESPnet's default.
+# model from HF (which lacks them) gets: fairseq's BASE recipe or our recipes' choice.
 ESPNET_ONLY_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "frontend_conf": {"fs": 16000, "layer_norm_cls": "transposed"},
-    "encoder_conf": {"positional_dropout_rate": 0.0, "use_flash_attn": True},
+    "encoder_conf": {
+        "positional_dropout_rate": 0.0,
+        "use_flash_attn": False,
+        "use_sdpa": True,
+    },
     "mask_conf": {"require_same_masks": True},
     "model_conf": {"feature_grad_mult": 0.1, "extract_feats_in_collect_stats": False},
 }

@@ -126,27 +126,45 @@ class SelfAttentionMixer(torch.nn.Module):
     """ESPnet's multi-head self-attention behind the mixer interface.
 
     Relative-position attention (ESPnet ``rel_selfattn``, "latest") with
-    ``pos_enc_layer_type: rel_pos``; otherwise plain scaled dot-product attention
-    (explicit softmax, no flash attention).
+    ``pos_enc_layer_type: rel_pos``, always on ESPnet's exact path; otherwise plain
+    scaled dot-product attention, through torch's SDPA (``use_sdpa``, default) or
+    ESPnet's exact softmax. Never flash attention.
     """
 
     @typechecked
-    def __init__(self, size: int, heads: int, dropout_rate: float, relative: bool):
+    def __init__(
+        self,
+        size: int,
+        heads: int,
+        dropout_rate: float,
+        relative: bool,
+        use_sdpa: bool = True,
+    ):
         """Builds ESPnet's attention module.
 
         Args:
             size: Model width D (divisible by ``heads``).
             heads: Number of attention heads.
-            dropout_rate: Dropout on the attention weights.
+            dropout_rate: Dropout on the attention weights (training only).
             relative: Use relative-position attention (``pos_enc_layer_type:
                 rel_pos``); ``forward`` then needs ``pos_emb``.
+            use_sdpa: Plain attention through
+                ``torch.nn.functional.scaled_dot_product_attention`` (ESPnet's
+                ``MultiHeadedAttention.use_sdpa``): bool padding mask, dropout in
+                training only, no (B, H, T, T) probabilities kept in ``attn``.
+                False keeps ESPnet's exact matmul -> softmax -> dropout path.
+                Ignored with ``relative``: SDPA cannot add the relative-position
+                term without materialising it as a (B, H, T, T) bias, so that
+                attention keeps ESPnet's exact path (and its ``attn``).
         """
         super().__init__()
         self.relative = relative
         if relative:
             self.attention = RelPositionMultiHeadedAttention(heads, size, dropout_rate)
         else:
-            self.attention = MultiHeadedAttention(heads, size, dropout_rate)
+            self.attention = MultiHeadedAttention(
+                heads, size, dropout_rate, use_sdpa=use_sdpa
+            )
 
     def forward(
         self,
@@ -155,6 +173,8 @@ class SelfAttentionMixer(torch.nn.Module):
         pos_emb: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """Attend over valid frames: (B, T, D), (B, T), PE (1, 2T-1, D) -> (B, T, D)."""
+        if x.shape[1] == 0:  # no frames: ESPnet's SDPA path cannot reshape (B, 0)
+            return x
         keep = ~pad_mask.unsqueeze(1)  # (B, T) -> (B, 1, T), True = valid
         if self.relative:
             return self.attention(x, x, x, pos_emb, keep)
@@ -236,10 +256,16 @@ def build_mixer(
     activation: str,
     dropout_rate: float,
     attention_dropout_rate: float,
+    use_sdpa: bool,
 ) -> torch.nn.Module:
-    """The mixer of one block: SummaryMixing, SummaryMixing-lite or self-attention."""
+    """The mixer of one block: SummaryMixing, SummaryMixing-lite or self-attention.
+
+    ``use_sdpa`` reaches plain (not relative) self-attention only.
+    """
     if mixer == "self_attention":
-        return SelfAttentionMixer(size, heads, attention_dropout_rate, relative)
+        return SelfAttentionMixer(
+            size, heads, attention_dropout_rate, relative, use_sdpa=use_sdpa
+        )
     return SummaryMixing(
         size,
         size,
@@ -323,6 +349,7 @@ class SummaryMixingEncoder(AbsEncoder):
         mixer_layer_norm: bool = True,
         layer_drop_rate: float = 0.0,
         layer_norm_eps: float = 1e-5,
+        use_sdpa: bool = True,
     ):
         """Builds the input layer, ``num_blocks`` blocks and the final LayerNorm.
 
@@ -363,6 +390,11 @@ class SummaryMixingEncoder(AbsEncoder):
             layer_drop_rate: Probability of skipping each block in training.
                 SSL BASE 0.05. DDP then needs ``unused_parameters: true``.
             layer_norm_eps: Epsilon of every LayerNorm.
+            use_sdpa: ``mixer: self_attention`` with plain positions attends
+                through torch's SDPA (no (B, H, T, T) kept; attention plots need
+                ``num_att_plot: 0``); False = ESPnet's exact softmax path. No
+                effect on SummaryMixing or on ``rel_pos`` attention (always exact;
+                see ``SelfAttentionMixer``).
         """
         super().__init__()
         if not normalize_before:
@@ -391,6 +423,7 @@ class SummaryMixingEncoder(AbsEncoder):
             activation=activation_type,
             dropout_rate=dropout_rate,
             attention_dropout_rate=attention_dropout_rate,
+            use_sdpa=use_sdpa,
             macaron_style=macaron_style,
             cnn_module_kernel=cnn_module_kernel if use_cnn_module else None,
             cnn_module_norm=cnn_module_norm,

@@ -15,10 +15,17 @@
 ``Wav2Vec2TransformerEncoder`` accepts every argument of ESPnet's
 ``espnet2.asr.encoder.transformer_encoder.TransformerEncoder`` with the same name and
 default, plus the options below. With every new option at its default, the module
-tree, the state_dict keys and the outputs are those of ESPnet's encoder, so old
-configs keep working when this class is registered as ``transformer``.
+tree and the state_dict keys are those of ESPnet's encoder, and so are the outputs
+of ESPnet's encoder once its attention modules have ESPnet's own ``use_sdpa`` set
+(with ``use_sdpa: false``, those of ESPnet's default exact attention bit for bit),
+so old configs keep working when this class is registered as ``transformer``.
 
-The options, each defaulting to ESPnet 202511's behaviour:
+Attention runs through ``torch.nn.functional.scaled_dot_product_attention`` by
+default (``use_sdpa``, ESPnet's MultiHeadedAttention option): padded keys masked,
+dropout in training only, no (B, H, T, T) probabilities kept (ESPnet's exact path
+keeps the last ones in ``self.attn``). ``use_sdpa`` wins over ``use_flash_attn``.
+
+The options, each but ``use_sdpa`` defaulting to ESPnet 202511's behaviour:
 
 - ``ffn_activation``: ReLU (ESPnet) or exact erf GELU (fairseq / HF) in the FFN;
 - ``activation_dropout_rate``: dropout after the FFN activation;
@@ -30,7 +37,8 @@ The options, each defaulting to ESPnet 202511's behaviour:
 - ``zero_padded_frames``: zero padded input frames before the positional conv, so
   that outputs do not depend on batch neighbours;
 - ``apply_layer_drop``: ESPnet 202511's ``TransformerEncoder.forward`` calls each
-  layer itself, so ``layer_drop_rate`` never takes effect there; this turns it on.
+  layer itself, so ``layer_drop_rate`` never takes effect there; this turns it on;
+- ``use_sdpa``: torch's fused attention (default) or ESPnet's exact path.
 
 wav2vec 2.0 BASE (fairseq ``wav2vec2_base_librispeech.yaml``) as ``encoder_conf``;
 the encoder's input must already be 768-dimensional (the frontend's 512-dim features
@@ -50,7 +58,8 @@ projected by a preencoder, fairseq ``post_extract_proj``)::
         normalize_before: false          # post-LN, fairseq layer_norm_first=False
         layer_drop_rate: 0.05            # fairseq encoder_layerdrop
         apply_layer_drop: true           # else ESPnet ignores layer_drop_rate
-        use_flash_attn: false            # exact softmax attention
+        use_flash_attn: false            # flash_attn never (use_sdpa wins anyway)
+        use_sdpa: true                   # torch SDPA; false = exact softmax path
         ffn_activation: gelu             # fairseq activation_fn
         activation_dropout_rate: 0.0     # fairseq activation_dropout
         pos_conv_residual: true          # x + pos_conv(x)
@@ -148,6 +157,24 @@ class Wav2Vec2TransformerEncoder(TransformerEncoder):
             outputs is its input. Corresponds to `encoder_layerdrop` in fairseq /
             `layerdrop` in Hugging Face Wav2Vec2Config; BASE = True with
             ``layer_drop_rate: 0.05``. DDP then needs ``unused_parameters: true``.
+        use_sdpa: Attend with ``torch.nn.functional.scaled_dot_product_attention``
+            (ESPnet's ``MultiHeadedAttention.use_sdpa``, set on every layer): the
+            padding mask (B, 1, 1, T) as a bool mask, ``attention_dropout_rate``
+            in training only, no (B, H, T, T) probabilities kept in ``attn``
+            (attention plots need ``num_att_plot: 0``). On a GPU, torch picks a
+            fused kernel that takes a mask (memory-efficient, or cuDNN in bf16;
+            read from torch's ``sdp_utils``, not measured here). The mask is
+            always passed, even for a batch without padding: dropping it would let
+            CUDA pick flash, but knowing that no frame is padded takes a host
+            read of the mask (a device sync per forward). False keeps ESPnet's
+            exact matmul -> softmax -> dropout path (for parity checks). True
+            wins over ``use_flash_attn``, which is then turned off (logged):
+            ESPnet's flash path replaces attention dropout by a no-op, keeps it
+            so when a call fails and turns flash off for good (the first fp32
+            call, e.g. rank 0's attention plot), and reads the mask on the host
+            in every layer.
+            Corresponds to `attn_implementation="sdpa"` in Hugging Face (its
+            default); fairseq uses `F.multi_head_attention_forward`.
     """
 
     @typechecked
@@ -183,7 +210,11 @@ class Wav2Vec2TransformerEncoder(TransformerEncoder):
         layer_norm_eps: Optional[float] = None,
         zero_padded_frames: bool = False,
         apply_layer_drop: bool = False,
+        use_sdpa: bool = True,
     ):
+        if use_sdpa and use_flash_attn:
+            logging.info("use_sdpa: true turns use_flash_attn off (SDPA wins)")
+            use_flash_attn = False
         super().__init__(
             input_size,
             output_size=output_size,
@@ -211,6 +242,8 @@ class Wav2Vec2TransformerEncoder(TransformerEncoder):
         self._set_pos_conv(pos_conv_kernel_size, pos_conv_groups, pos_conv_residual)
         self._set_embed_layer_norm(embed_layer_norm, input_layer, output_size)
         self._set_layer_norm_eps(layer_norm_eps)
+        for layer in self.encoders:
+            layer.self_attn.use_sdpa = use_sdpa  # read by ESPnet's forward
         self.zero_padded_frames = zero_padded_frames
         self.apply_layer_drop = apply_layer_drop
         if layer_drop_rate > 0 and not apply_layer_drop:
@@ -389,6 +422,8 @@ class Wav2Vec2TransformerEncoder(TransformerEncoder):
         intermediate_outs = []
         rate = self.encoders.layer_drop_rate if self.apply_layer_drop else 0.0
         kept = kept_layers(len(self.encoders), rate, self.training)
+        if xs_pad.size(1) == 0:  # no frames: ESPnet's SDPA path cannot reshape them
+            kept = [False] * len(self.encoders)
         for layer_idx, encoder_layer in enumerate(self.encoders):
             if kept[layer_idx]:
                 xs_pad, keep_masks = encoder_layer(xs_pad, keep_masks)

@@ -1,19 +1,22 @@
-"""egs2/librispeech/ssl2/conf: the BASE pretraining configs and the 10 h CTC config.
+"""egs2/librispeech/ssl2/conf: the BASE pretraining configs and the 10 h CTC config;
+the GPU settings (attention, plots, cuDNN) of every training config, mini_synth's too.
 
 Every config is read by ESPnet's own parser (unknown keys fail there) and built by
 its task's ``build_model``; the BASE models on the meta device (shapes only).
 """
 
+import inspect
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from espnet.nets.pytorch_backend.transformer.attention import MultiHeadedAttention
 
 from espnet2.schedulers.tristage_lr import TristageLR
 from espnet2.ssl.recipe_config import write_with_num_classes
 from espnet2.tasks.asr import ASRTask
-from espnet2.tasks.ssl import SSLTask
+from espnet2.tasks.ssl import SSLTask, encoder_choices
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CONF = REPO_ROOT / "egs2/librispeech/ssl2/conf/tuning"
@@ -22,6 +25,11 @@ WAV2VEC2 = CONF / "train_ssl_wav2vec2_base.yaml"
 RECONSTRUCTION = CONF / "train_ssl_reconstruction_base.yaml"
 ASR = CONF / "train_asr_ctc_base_10h.yaml"
 TINY_HUBERT = REPO_ROOT / "egs2/mini_synth/ssl2/conf/tuning/train_ssl_hubert_tiny.yaml"
+MINI_SYNTH_CONF = REPO_ROOT / "egs2/mini_synth/ssl2/conf/tuning"
+PRETRAINING = sorted(CONF.glob("train_ssl_*.yaml")) + sorted(
+    MINI_SYNTH_CONF.glob("train_ssl_*_tiny.yaml")
+)
+TRAINING = sorted(REPO_ROOT.glob("egs2/*/ssl2/conf/tuning/train_*.yaml"))
 NGPU = 8  # run.sh --ngpu
 LIBRISPEECH_960_SECONDS = 960.9 * 3600  # 100.6 + 363.6 + 496.7 h
 FAIRSEQ_MAX_TOKENS = 1_400_000  # samples per GPU in fairseq's BASE pretraining
@@ -217,3 +225,54 @@ def test_family_configs_differ_from_base_only_in_the_context_network(family, siz
         {"small": 3, "slim": 12}[size],
         {"small": 768, "slim": 384}[size],
     )
+
+
+# ---- GPU settings: SDPA attention, no attention plots, fast cuDNN
+
+
+def config_id(config: Path) -> str:
+    return f"{config.parent.parent.parent.parent.name}/{config.stem}"
+
+
+def nested_values(tree, key: str) -> list:
+    """Every value stored under ``key`` anywhere in a parsed YAML tree."""
+    if isinstance(tree, dict):
+        found = [tree[key]] if key in tree else []
+        return found + [v for item in tree.values() for v in nested_values(item, key)]
+    if isinstance(tree, list):
+        return [v for item in tree for v in nested_values(item, key)]
+    return []
+
+
+def test_the_config_lists_hold_every_pretraining_config():
+    assert len(PRETRAINING) == 17 and set(PRETRAINING) < set(TRAINING)
+
+
+@pytest.mark.parametrize("config", TRAINING, ids=config_id)
+def test_no_training_config_asks_for_flash_attention_or_attention_plots(config):
+    conf = load(config)
+    assert True not in nested_values(conf, "use_flash_attn")
+    assert conf["num_att_plot"] == 0  # use_sdpa keeps no weights: the plot would fail
+
+
+@pytest.mark.parametrize("config", PRETRAINING, ids=config_id)
+def test_pretraining_uses_sdpa_where_the_encoder_has_it_and_fast_cudnn(config):
+    args = ssl_args(config)  # ESPnet's parser: cudnn_* are its arguments
+    assert args.cudnn_benchmark is True and args.cudnn_deterministic is False
+    encoder_class = encoder_choices.get_class(args.encoder)
+    if "use_sdpa" in inspect.signature(encoder_class).parameters:
+        assert args.encoder_conf["use_sdpa"] is True
+    else:  # ESPnet's conformer: relative-position attention, exact path
+        assert args.encoder_conf["selfattention_layer_type"] == "rel_selfattn"
+
+
+@pytest.mark.parametrize(
+    "config",
+    [c for c in PRETRAINING if load(c)["encoder"] == "transformer"],
+    ids=config_id,
+)
+def test_every_attention_of_a_transformer_config_runs_sdpa_without_flash(config):
+    model = build_on_meta(config)
+    modules = [m for m in model.modules() if isinstance(m, MultiHeadedAttention)]
+    assert len(modules) == load(config)["encoder_conf"]["num_blocks"]
+    assert all(m.use_sdpa and not m.use_flash_attn for m in modules)

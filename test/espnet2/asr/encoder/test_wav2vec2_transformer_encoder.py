@@ -109,9 +109,14 @@ def test_default_options_build_the_module_tree_of_espnet(config):
     assert ours_shapes == {k: v.shape for k, v in espnet.state_dict().items()}
 
 
+@pytest.mark.parametrize("use_sdpa", [True, False], ids=["sdpa", "exact"])
 @pytest.mark.parametrize("config", ESPNET_CONFIGS.values(), ids=ESPNET_CONFIGS.keys())
-def test_default_options_give_espnet_outputs_exactly(config):
-    ours, espnet = build(**config), build(TransformerEncoder, **config)
+def test_default_options_give_espnet_outputs_exactly(config, use_sdpa):
+    # use_sdpa is ESPnet's own MultiHeadedAttention option, off in its encoder
+    ours = build(**config, use_sdpa=use_sdpa)
+    espnet = build(TransformerEncoder, **config)
+    for layer in espnet.encoders:
+        layer.self_attn.use_sdpa = use_sdpa
     espnet.load_state_dict(ours.state_dict())
     ctc = None
     if config.get("interctc_use_conditioning"):
