@@ -22,6 +22,11 @@ while saving never leaves a file that cannot be loaded (``espnet2/ssl/checkpoint
 optimizer updates; a run killed mid-epoch and started again with ``--resume true``
 (the recipes always pass it) continues from the next batch instead of the start of
 the epoch.
+
+Under ``DistributedDataParallel`` with ``accum_grad > 1``, every micro-batch but the
+last of each update runs under ``no_sync()`` (``--ddp_no_sync_accum``, default
+true): one gradient all-reduce per optimizer update instead of ``accum_grad``
+(``espnet2/ssl/grad_sync.py``).
 """
 
 import argparse
@@ -46,9 +51,10 @@ from espnet2.ssl.checkpoint import (
     skip_batches,
     world,
 )
+from espnet2.ssl.grad_sync import NoSyncAccumulation, accumulates_without_sync
 from espnet2.train.trainer import Trainer, TrainerOptions
 from espnet2.utils.build_dataclass import build_dataclass
-from espnet2.utils.types import float_or_none
+from espnet2.utils.types import float_or_none, str2bool
 
 
 @dataclasses.dataclass
@@ -62,11 +68,14 @@ class SSLTrainerOptions(TrainerOptions):
             stop the run with ``NonFiniteStepsError``.
         save_interval_updates: Optimizer updates between mid-epoch checkpoints;
             0: none.
+        ddp_no_sync_accum: Under DDP with ``accum_grad > 1``, reduce gradients
+            once per optimizer update (``no_sync`` on the other micro-batches).
     """
 
     max_seen_hours: Optional[float]
     max_nonfinite_steps: int
     save_interval_updates: int
+    ddp_no_sync_accum: bool
 
 
 class NonFiniteStepsError(RuntimeError):
@@ -221,8 +230,9 @@ class SSLTrainer(Trainer):
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser):
-        """Adds ``--max_seen_hours``, ``--save_interval_updates`` and
-        ``--max_nonfinite_steps`` to ESPnet's trainer options."""
+        """Adds ``--max_seen_hours``, ``--save_interval_updates``,
+        ``--max_nonfinite_steps`` and ``--ddp_no_sync_accum`` to ESPnet's trainer
+        options."""
         group = parser.add_argument_group("Seen-audio budget")
         group.add_argument(
             "--max_seen_hours",
@@ -245,6 +255,16 @@ class SSLTrainer(Trainer):
             default=20,
             help="Stop with an error after this many optimizer steps in a row with "
             "a non-finite loss or gradient (each is skipped, not applied)",
+        )
+        group = parser.add_argument_group("Gradient accumulation under DDP")
+        group.add_argument(
+            "--ddp_no_sync_accum",
+            type=str2bool,
+            default=True,
+            help="With several GPUs (DDP) and accum_grad > 1, all-reduce the "
+            "gradients once per optimizer update: the other micro-batches run "
+            "under DistributedDataParallel.no_sync(). false: ESPnet's path, one "
+            "all-reduce per micro-batch (same weights up to summation order)",
         )
 
     @classmethod
@@ -358,6 +378,29 @@ class SSLTrainer(Trainer):
         return saver, parts.num_updates() > start_updates
 
     @classmethod
+    def _espnet_epoch(cls, model, iterator, options, kwargs) -> bool:
+        """ESPnet's ``train_one_epoch``; under DDP with ``accum_grad > 1`` (and
+        ``--ddp_no_sync_accum``) its micro-batches but the last of each update run
+        under ``no_sync`` (the outermost wrapper: its count is ESPnet's ``iiter``).
+
+        Returns:
+            ESPnet's ``all_steps_are_invalid``.
+        """
+        no_sync = None
+        if options.ddp_no_sync_accum and accumulates_without_sync(
+            model, options.accum_grad
+        ):
+            no_sync = NoSyncAccumulation(iterator, model, options.accum_grad)
+            iterator = no_sync
+        try:
+            return super().train_one_epoch(
+                model=model, iterator=iterator, options=options, **kwargs
+            )
+        finally:
+            if no_sync is not None:
+                no_sync.close()  # never leave the model in no_sync
+
+    @classmethod
     def train_one_epoch(cls, model, iterator, options, **kwargs) -> bool:
         """ESPnet's epoch; True (stop training) also when the budget is spent."""
         scaler = kwargs.get("scaler")
@@ -385,9 +428,7 @@ class SSLTrainer(Trainer):
                 iterator, seen_audio, options.max_seen_hours, options.accum_grad
             )
             iterator = budget
-        all_steps_are_invalid = super().train_one_epoch(
-            model=model, iterator=iterator, options=options, **kwargs
-        )
+        all_steps_are_invalid = cls._espnet_epoch(model, iterator, options, kwargs)
         if guard is not None and guard.skipped:
             logging.warning(
                 f"{guard.skipped} optimizer steps of this epoch were skipped for a "
