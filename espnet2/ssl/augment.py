@@ -186,7 +186,7 @@ def stretch_labels(
     return labels[np.clip(old, 0, len(labels) - 1).astype(np.int64)]
 
 
-def augmentation_stats(flags: torch.Tensor) -> Dict[str, float]:
+def augmentation_stats(flags: torch.Tensor) -> Dict[str, torch.Tensor]:
     """Shares of a batch's utterances with any and with each augmentation.
 
     Args:
@@ -194,13 +194,14 @@ def augmentation_stats(flags: torch.Tensor) -> Dict[str, float]:
 
     Returns:
         ``aug_share``, ``aug_noise_share``, ``aug_speed_share``,
-        ``aug_volume_share``: python floats in [0, 1] (0 for an empty batch).
+        ``aug_volume_share``: 0-dim float32 tensors in [0, 1] on ``flags``' device
+        (0 for an empty batch), computed without a host read.
     """
-    flags = flags.detach().long().cpu()
+    flags = flags.detach().long()
     count = max(flags.numel(), 1)
-    stats = {"aug_share": float((flags != 0).sum()) / count}
+    stats = {"aug_share": (flags != 0).sum().float() / count}
     for name, bit in FLAG_NAMES:
-        stats[f"aug_{name}_share"] = float(((flags & bit) != 0).sum()) / count
+        stats[f"aug_{name}_share"] = ((flags & bit) != 0).sum().float() / count
     return stats
 
 

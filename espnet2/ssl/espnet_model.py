@@ -17,7 +17,10 @@ Every constructor argument and method of ESPnet's ``ESPnetSSLModel`` keeps worki
 * ``seen_audio`` counts the audio trained on (all ranks, saved in checkpoints) and the
   training stats report ``seen_hours``, ``batch_seconds`` and ``update_seconds``;
 * the training stats' ``num_masked_frames`` and ``sample_size`` are those of the global
-  batch (summed over ranks); the loss weight stays the rank's own ``sample_size``.
+  batch (summed over ranks); the loss weight stays the rank's own ``sample_size``;
+* a training micro-batch reads nothing on the host (see "Host syncs" below) and
+  makes one collective: the batch's samples and the ``GLOBAL_COUNTS`` travel in one
+  all_reduce.
 * ``frames`` (the features right before the preencoder, unmasked: the targets of the
   ``reconstruction`` loss) can be requested by a loss, and the ``freq_mask`` util
   masks channel blocks of those features before the preencoder (training and
@@ -27,6 +30,16 @@ References: wav2vec 2.0 (Baevski et al., 2020, arXiv:2006.11477); fairseq
 ``fairseq/models/wav2vec/wav2vec2.py`` @ 3d262bb2 (``Wav2Vec2Model.forward``); TERA
 (A. T. Liu, S.-W. Li, H.-y. Lee, IEEE/ACM TASLP 2021, arXiv:2007.06028) for the
 frequency masking and the reconstruction targets.
+
+Host syncs: on a GPU every read of a device value on the host stalls the step until
+the queued kernels finish. In training the stats stay 0-dim tensors (the trainer
+reads them when it logs), the update count for the schedules is mirrored in a Python
+int (re-read from the ``num_updates`` buffer once after ``load_state_dict`` or
+``train()``), the waveforms are not trimmed to ``speech_lengths.max()`` (ESPnet's
+"for data-parallel" slice: DDP ranks collate their own batches, already trimmed;
+DataParallel, whose replicas lose our buffer updates anyway, is not supported), padding
+masks come from the lengths on the device, and the span masks are drawn on the
+device. ``test/espnet2/ssl/test_host_syncs.py`` counts what is left.
 """
 
 import contextlib
@@ -34,7 +47,6 @@ import logging
 from typing import Dict, List, Optional, Set, Tuple, Union
 
 import torch
-from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
 from typeguard import typechecked
 
 from espnet2.asr.encoder.abs_encoder import AbsEncoder
@@ -53,6 +65,23 @@ MASK_UTILS = ("block_mask", "mask")  # block masking wins when both are configur
 # training counts logged for the global batch (summed over ranks); the loss weight
 # stays this rank's sample_size
 GLOBAL_COUNTS = ("num_masked_frames", "sample_size")
+
+
+def padding_mask(lengths: torch.Tensor, max_frames: int) -> torch.Tensor:
+    """(B, T) bool, True on padded frames, built on the lengths' device.
+
+    ESPnet's ``make_pad_mask(lengths, maxlen=T)`` without its host reads (a
+    ``tolist`` or an assert on ``lengths.max()``, each a sync on a GPU).
+
+    Args:
+        lengths: Valid frames per utterance (B,).
+        max_frames: T of the padded batch (longer lengths count as T).
+
+    Returns:
+        (B, T) bool mask, True = padding.
+    """
+    frames = torch.arange(max_frames, device=lengths.device)  # (T,)
+    return frames[None, :] >= lengths[:, None]
 
 
 def utterance_seeds(speech: torch.Tensor, speech_lengths: torch.Tensor) -> List[int]:
@@ -173,6 +202,9 @@ class ESPnetSSLModel(AbsESPnetModel):
         # optimizer updates, counted by a hook that SSLTask.build_optimizers installs
         self.register_buffer("num_updates", torch.tensor([0]))
         self.update_hook_installed = False
+        # host copies of num_updates and global_step (None: read them once)
+        self._host_updates: Optional[int] = 0
+        self._host_forwards: Optional[int] = 0
         self.seen_audio = SeenAudio(sample_rate)
 
     def count_optimizer_updates(self, optimizer: torch.optim.Optimizer) -> None:
@@ -186,7 +218,35 @@ class ESPnetSSLModel(AbsESPnetModel):
 
     def _count_update(self) -> None:
         self.num_updates.add_(1)
+        if self._host_updates is not None:
+            self._host_updates += 1
         self.seen_audio.close_update()
+
+    def _host_counts(self) -> Tuple[int, int]:
+        """(num_updates, global_step) as Python ints, read from the buffers only the
+        first time after ``load_state_dict`` or ``train()`` (one host sync)."""
+        if self._host_updates is None or self._host_forwards is None:
+            self._host_updates = int(self.num_updates)
+            self._host_forwards = int(self.global_step)
+        return self._host_updates, self._host_forwards
+
+    def train(self, mode: bool = True) -> "ESPnetSSLModel":
+        """``torch.nn.Module.train``; also re-reads the update count at the next
+        forward (ESPnet calls it at every epoch start), in case a buffer was set.
+
+        Args:
+            mode: Training (True) or evaluation mode.
+
+        Returns:
+            The model.
+        """
+        self._host_updates = self._host_forwards = None
+        return super().train(mode)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Loads as torch does; the update count is re-read at the next forward."""
+        self._host_updates = self._host_forwards = None
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _step_schedules(self) -> None:
         """Sets every loss/util schedule (e.g. Gumbel temperature) to the update count.
@@ -194,14 +254,15 @@ class ESPnetSSLModel(AbsESPnetModel):
         Without the optimizer hook (e.g. DeepSpeed) the count falls back to training
         forward passes, which is wrong under ``accum_grad > 1`` (logged once).
         """
+        updates, forwards = self._host_counts()
         if not self.update_hook_installed and self.training:
-            if int(self.num_updates) == 0 and int(self.global_step) == 1:
+            if updates == 0 and forwards == 1:
                 logging.warning(
                     "No optimizer hook: num_updates counts forward passes "
                     "(wrong under accum_grad > 1)."
                 )
             self.num_updates.copy_(self.global_step)
-        updates = int(self.num_updates)
+            updates = self._host_updates = forwards
         for name, module in self.util_modules.items():
             if name == "ema":  # ESPnet's EMA util also takes the encoder
                 module.step(updates, self.encoder)
@@ -253,48 +314,60 @@ class ESPnetSSLModel(AbsESPnetModel):
         self._step_schedules()
         if self.training:
             total_loss, stats = self._losses(speech, speech_lengths, text, text_lengths)
-            stats.update(self._seen_audio_stats(speech_lengths))
         else:  # deterministic: same masks and negatives in every validation epoch
             seeds = utterance_seeds(speech, speech_lengths)
             with _seeded_rng(sum(seeds) % (2**31), speech.device):
                 total_loss, stats = self._losses(
                     speech, speech_lengths, text, text_lengths, seeds
                 )
-        stats["loss"] = total_loss.detach().item()
+        stats["loss"] = total_loss.detach()
         if augmented is not None:
             stats.update(augmentation_stats(augmented))
-        weight = stats.get("sample_size", speech.shape[0])
+        weight = stats.get("sample_size", speech.shape[0])  # this rank's own
         if self.training:
-            self._sum_counts_over_ranks(stats, speech.device)
+            samples = self._sum_counts_over_ranks(stats, speech_lengths.sum())
+            self.seen_audio.add_samples(samples)
+            stats.update(self.seen_audio.step_stats(samples))
         total_loss, stats, weight = force_gatherable(
             (total_loss, stats, weight), total_loss.device
         )
         if self.training:
             self.global_step = self.global_step + 1
+            self._host_forwards += 1
         return total_loss, stats, weight
 
     @staticmethod
-    def _sum_counts_over_ranks(stats: Dict, device: torch.device) -> None:
-        """Replaces this rank's ``GLOBAL_COUNTS`` in ``stats`` by their sums over all
-        ranks (one all_reduce), so the log shows the counts of the global batch, as
-        one process with the combined batch would. Training only, like the seen-audio
-        count: ESPnet's attention plots run eval forwards on rank 0 alone, where a
-        collective would wait forever."""
-        keys = [key for key in GLOBAL_COUNTS if key in stats]
-        if keys:
-            local = torch.tensor(
-                [float(stats[key]) for key in keys], dtype=torch.float64, device=device
-            )
-            stats.update(zip(keys, global_sum(local).tolist()))
+    def _sum_counts_over_ranks(
+        stats: Dict, batch_samples: torch.Tensor
+    ) -> torch.Tensor:
+        """Sums the batch's samples and the ``GLOBAL_COUNTS`` over all ranks in one
+        all_reduce, without reading them on the host.
 
-    def _seen_audio_stats(self, speech_lengths: torch.Tensor) -> Dict[str, float]:
-        """Counts a training batch: its seconds (all ranks), last update's, hours."""
-        samples = self.seen_audio.add(speech_lengths)
-        return dict(
-            batch_seconds=samples / self.seen_audio.sample_rate,
-            update_seconds=self.seen_audio.update_seconds(),
-            seen_hours=self.seen_audio.seen_hours(),
-        )
+        This rank's ``GLOBAL_COUNTS`` in ``stats`` are replaced by their sums (0-dim
+        float64 tensors), so the log shows the counts of the global batch, as one
+        process with the combined batch would. Training only: ESPnet's attention
+        plots run eval forwards on rank 0 alone, where a collective would wait
+        forever.
+
+        Args:
+            stats: The step's stats (tensors or Python numbers).
+            batch_samples: This rank's valid audio samples, 0-dim, on the device.
+
+        Returns:
+            The samples of the global batch, 0-dim float64 on the same device.
+        """
+        keys = [key for key in GLOBAL_COUNTS if key in stats]
+        counts = [batch_samples.detach().double().reshape(())]
+        for key in keys:
+            counts.append(
+                torch.as_tensor(stats[key], device=batch_samples.device)
+                .detach()
+                .double()
+                .reshape(())
+            )
+        total = global_sum(torch.stack(counts))  # (1 + len(keys),) float64
+        stats.update(zip(keys, total[1:].unbind()))
+        return total[0]
 
     def _losses(
         self,
@@ -319,7 +392,8 @@ class ESPnetSSLModel(AbsESPnetModel):
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Frontend: (B, S) waveforms -> (B, T, C) features and (B,) lengths."""
         assert speech_lengths.dim() == 1, speech_lengths.shape
-        speech = speech[:, : speech_lengths.max()]  # for data-parallel
+        if not self.training:  # for data-parallel; a host read (module docstring)
+            speech = speech[:, : speech_lengths.max()]
         if self.frontend is None:
             return speech, speech_lengths
         return self.frontend(speech, speech_lengths)
@@ -340,9 +414,10 @@ class ESPnetSSLModel(AbsESPnetModel):
             feats, lengths = self._extract_feats(speech, speech_lengths)
             feats = scale_grad(feats, self.feature_grad_mult)
         if "features_penalty" in self.required_inputs:
-            valid = ~make_pad_mask(lengths, maxlen=feats.shape[1]).to(feats.device)
+            valid = ~padding_mask(lengths, feats.shape[1]).to(feats.device)  # (B, T)
             squares = feats.float().pow(2).mean(-1)  # (B, T)
-            data["features_penalty"] = squares[valid].mean()
+            squares = torch.where(valid, squares, 0.0)
+            data["features_penalty"] = squares.sum() / valid.sum().clamp(min=1)
         if "frontend" in self.required_inputs:
             data["frontend"], data["frontend_lengths"] = feats, lengths
         if self.feature_norm is not None:
@@ -428,7 +503,7 @@ class ESPnetSSLModel(AbsESPnetModel):
         x, lengths = self._encoder_input(
             speech, speech_lengths, data, frequency_masking=True
         )
-        pad_masks = make_pad_mask(lengths, maxlen=x.shape[1]).to(x.device)
+        pad_masks = padding_mask(lengths, x.shape[1]).to(x.device)
         if "ema" in self.util_attributes:
             with torch.no_grad():
                 ema_out, ema_lengths, _ = self.util_modules["ema"](
@@ -468,7 +543,7 @@ class ESPnetSSLModel(AbsESPnetModel):
             Final output (B, T, D), per-layer outputs [(B, T, D)], lengths (B,).
         """
         x, lengths = self._encoder_input(speech, speech_lengths, {})
-        pad_masks = make_pad_mask(lengths, maxlen=x.shape[1]).to(x.device)
+        pad_masks = padding_mask(lengths, x.shape[1]).to(x.device)
         masker = self._mask_util()
         if self.training and use_mask and masker is not None:
             x, _ = masker(x, pad_masks)

@@ -14,8 +14,10 @@ Loss positions are elements ``(b, t, f)`` of the (B, T, F) frames:
   channel ``f`` frequency-masked in utterance ``b``);
 * ``loss_positions: all``: every valid element (an autoencoder on unmasked frames).
 
-Padded frames are never loss positions, nor read: the head runs only on the frames
-that hold one.
+Padded frames are never loss positions, nor read: the head runs on every frame with
+the frames that hold no loss element zeroed first, and only the loss elements count
+(fixed-size tensors: no gather of a data-dependent size, no host read; every stat is
+a 0-dim tensor).
 
 References:
     A. T. Liu, S.-W. Li, H.-y. Lee, "TERA: Self-Supervised Learning of Transformer
@@ -139,7 +141,7 @@ class ReconstructionLoss(AbsSSLLoss):
         Returns:
             ``(loss, stats)``: loss is a 0-dim float32, the mean absolute error
             over the N loss elements (0 with a gradient path when N == 0). stats
-            holds python floats ``loss_reconstruction`` (the loss),
+            holds 0-dim detached tensors ``loss_reconstruction`` (the loss),
             ``masked_share`` (time-masked share of the valid frames),
             ``num_masked_frames`` (time-masked valid frames) and ``sample_size``
             (N, elements).
@@ -157,16 +159,16 @@ class ReconstructionLoss(AbsSSLLoss):
         else:
             time_masked = mask_info["mask_m"].to(valid.device).bool() & valid
         elements = self._loss_elements(valid, time_masked, frequency_mask)
-        rows = elements.any(dim=-1)  # (B, T) frames that hold a loss element
-        predicted = self.head(hidden[rows]).float()  # (N_rows, F)
-        target = frames[rows].detach().float()  # (N_rows, F)
-        errors = (predicted - target).abs()[elements[rows]]  # (N,)
-        counts = _frame_counts(valid, time_masked)
-        if errors.numel() == 0:
-            return 0.0 * predicted.sum(), {**counts, "loss_reconstruction": 0.0}
-        loss = errors.mean()
-        stats = {"loss_reconstruction": loss.item(), **counts}
-        stats["sample_size"] = float(errors.numel())
+        rows = elements.any(dim=-1)[..., None]  # (B, T, 1) frames with an element
+        # zeroed first: what padded frames hold (NaN included) reaches no gradient
+        predicted = self.head(torch.where(rows, hidden, 0.0)).float()  # (B, T, F)
+        target = torch.where(rows, frames.detach().float(), 0.0)  # (B, T, F)
+        errors = torch.where(elements, (predicted - target).abs(), 0.0)
+        num_elements = elements.sum()  # 0-dim N, stays on the device
+        loss = errors.sum() / num_elements.clamp(min=1)
+        stats = {"loss_reconstruction": loss.detach()}
+        stats.update(_frame_counts(valid, time_masked))
+        stats["sample_size"] = num_elements.float()
         return loss, stats
 
     def _check_shapes(self, hidden: torch.Tensor, frames: torch.Tensor) -> None:
@@ -231,16 +233,17 @@ def _valid_frames(
     return valid
 
 
-def _frame_counts(valid: torch.Tensor, time_masked: torch.Tensor) -> Dict[str, float]:
-    """``masked_share``, ``num_masked_frames`` and a zero ``sample_size``.
+def _frame_counts(
+    valid: torch.Tensor, time_masked: torch.Tensor
+) -> Dict[str, torch.Tensor]:
+    """``masked_share`` and ``num_masked_frames``, 0-dim float tensors.
 
     Args:
         valid: (B, T) bool valid frames.
         time_masked: (B, T) bool time-masked valid frames.
     """
-    num_valid, num_masked = int(valid.sum()), int(time_masked.sum())
+    num_masked = time_masked.sum().float()
     return {
-        "masked_share": num_masked / max(num_valid, 1),
-        "num_masked_frames": float(num_masked),
-        "sample_size": 0.0,
+        "masked_share": num_masked / valid.sum().clamp(min=1),
+        "num_masked_frames": num_masked,
     }

@@ -17,6 +17,13 @@ References:
     from the maths; only the facts (negative sampling scheme, cosine logits,
     ``neg_is_pos`` masking, loss weighting by the number of masked frames) follow
     fairseq.
+
+Host syncs: without explicit ``negative_indices`` (training and validation) the loss
+is computed with fixed-size tensors over every frame of the batch, weighted by the
+mask (the masked frames are never gathered into an (N, ...) tensor, whose size N the
+host would have to read), the negatives are drawn on the device, and every stat is
+a 0-dim tensor. Explicit ``negative_indices`` (N, K') in masked-frame order (parity
+tests) take the gathered path, which reads N.
 """
 
 from typing import Dict, List, Optional, Tuple
@@ -181,13 +188,22 @@ class Wav2Vec2Loss(AbsSSLLoss):
 
         Returns:
             ``(loss, stats)``: loss is a 0-dim float32, the summed fairseq loss
-            divided by N (0 with a gradient path when N == 0). stats holds python
-            floats ``loss_contrastive`` (per masked frame), ``loss_diversity``,
-            ``loss_feature_penalty`` (both unweighted), ``contrastive_accuracy``,
+            divided by N (0 with a gradient path when N == 0). stats holds 0-dim
+            detached tensors ``loss_contrastive`` (per masked frame),
+            ``loss_diversity``, ``loss_feature_penalty`` (both unweighted),
+            ``contrastive_accuracy``,
             ``code_perplexity``, ``prob_perplexity``, ``gumbel_temperature``,
             ``codebook_usage``, ``num_masked_frames`` and ``sample_size`` (both N).
         """
         mask_m = _valid_mask(mask_info["mask_m"], encoder_output_lengths)
+        if negative_indices is None:
+            return self._loss_over_all_frames(
+                encoder_output[self.layer],
+                mask_m,
+                features,
+                features_penalty,
+                generator,
+            )
         x = self.final_proj(encoder_output[self.layer][mask_m])  # (N, final_dim)
         quantized, prob_perplexity, quantizer_stats = self.quantizer(
             self.feature_dropout(features[mask_m]), generator=generator
@@ -196,48 +212,100 @@ class Wav2Vec2Loss(AbsSSLLoss):
         if x.size(0) == 0:
             leaves = x.sum() + y.sum() + prob_perplexity + features_penalty
             return self._empty_batch_result(leaves, features_penalty, quantizer_stats)
-        if negative_indices is None:
-            negative_indices = self._sample_negatives(mask_m, generator)
         logits = self._contrastive_logits(x, y, negative_indices)
         return self._combine_losses(
             logits, prob_perplexity, features_penalty, quantizer_stats
         )
 
+    def _loss_over_all_frames(
+        self,
+        hidden: torch.Tensor,
+        mask_m: torch.Tensor,
+        features: torch.Tensor,
+        features_penalty: torch.Tensor,
+        generator: Optional[torch.Generator],
+    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """The loss with fixed-size tensors: every frame is projected, quantized
+        and scored, and only the masked ones count (no host read).
+
+        Args:
+            hidden: (B, T, D) context network output.
+            mask_m: (B, T) bool, the masked valid frames.
+            features: (B, T, C) quantizer input frames.
+            features_penalty: 0-dim float.
+            generator: Source of the Gumbel noise, then of the negatives.
+
+        Returns:
+            ``(loss, stats)`` as :meth:`forward`.
+        """
+        batch, frames = mask_m.shape
+        flat_mask = mask_m.reshape(-1)  # (B * T,)
+        # frames left out hold zeros: whatever they held cannot reach a gradient
+        hidden = torch.where(mask_m[..., None], hidden, 0.0)
+        features = torch.where(mask_m[..., None], features, 0.0)
+        x = self.final_proj(hidden).reshape(batch * frames, -1)  # (B * T, F)
+        quantized, prob_perplexity, quantizer_stats = self.quantizer(
+            self.feature_dropout(features).reshape(batch * frames, -1),
+            generator=generator,
+            frame_mask=flat_mask,
+        )  # (B, T, C) -> (B * T, C) frames
+        y = self.project_q(quantized)  # (B * T, F)
+        ranks = self._sample_negatives(mask_m, generator)  # (B, T, K')
+        negatives = _ranks_to_frames(ranks.reshape(batch * frames, -1), flat_mask)
+        logits = self._contrastive_logits(x, y, negatives, frames)  # (B * T, 1 + K')
+        return self._combine_losses(
+            logits, prob_perplexity, features_penalty, quantizer_stats, flat_mask
+        )
+
     def _sample_negatives(
         self, mask_m: torch.Tensor, generator: Optional[torch.Generator] = None
     ) -> torch.Tensor:
-        """Draw distractor indices among the masked frames.
+        """Draw distractor indices among the masked frames, for every frame.
 
         For masked frame i of utterance b, with n_b masked frames, K indices are
         drawn uniformly with replacement from the other n_b - 1 masked frames of b
         (fairseq's trick: draw from [0, n_b - 2], add 1 where >= own position).
         Then ``cross_sample_negatives`` indices are drawn the same way from all N
         masked frames but i. Slots with nothing to draw from (n_b == 1, or N == 1
-        for cross-sample ones) hold -1.
+        for cross-sample ones) hold -1, and so does every slot of an unmasked
+        frame. Fixed-size (B, T) ops on the mask's device: no host read.
 
         Args:
             mask_m: (B, T) bool, True on masked (non-padded) frames.
-            generator: Source of the two (N, K) and (N, cross) float64 uniform
-                draws, taken in that order.
+            generator: Source of the two (B * T, K) and (B * T, cross) float64
+                uniform draws, taken in that order; frame (b, t) takes row
+                ``b * T + t`` of each (so an utterance's draws depend only on its
+                frames, not on the padded length T).
 
         Returns:
-            (N, K + cross_sample_negatives) long, indices into the masked frames in
-            (b, t) row-major order, or -1.
+            (B, T, K + cross_sample_negatives) long: for frame (b, t) the ranks of
+            its distractors among the batch's N masked frames in (b, t) row-major
+            order (``negatives[mask_m]`` is the (N, K') index of the gathered
+            path), or -1.
         """
+        batch, frames = mask_m.shape
         counts = mask_m.sum(dim=1)  # (B,)
-        utterance = mask_m.nonzero()[:, 0]  # (N,) utterance of each masked frame
-        frame = torch.arange(utterance.numel(), device=mask_m.device)  # (N,)
-        first = (counts.cumsum(dim=0) - counts)[utterance]  # (N,) its first frame
-        within = _draw_others(
-            counts[utterance], frame - first, self.num_negatives, generator
+        own = mask_m.long().cumsum(dim=1) - 1  # (B, T) rank within the utterance
+        first = (counts.cumsum(dim=0) - counts)[:, None]  # (B, 1) rank of its first
+        pool = counts[:, None].expand(batch, frames).reshape(-1)  # (B * T,)
+        own_flat = own.clamp(min=0).reshape(-1)  # (B * T,)
+        first_flat = first.expand(batch, frames).reshape(-1)  # (B * T,)
+        within = _draw_others(pool, own_flat, self.num_negatives, generator)
+        within = torch.where(within >= 0, within + first_flat[:, None], within)
+        everyone = counts.sum().expand(batch * frames)  # (B * T,) pool: all N
+        cross = _draw_others(
+            everyone, own_flat + first_flat, self.cross_sample_negatives, generator
         )
-        within = torch.where(within >= 0, within + first[:, None], within)
-        batch_size = torch.full_like(frame, frame.numel())  # (N,) pool: all frames
-        cross = _draw_others(batch_size, frame, self.cross_sample_negatives, generator)
-        return torch.cat([within, cross], dim=1)
+        ranks = torch.cat([within, cross], dim=1)  # (B * T, K')
+        ranks = torch.where(mask_m.reshape(-1, 1), ranks, INVALID_NEGATIVE)
+        return ranks.reshape(batch, frames, -1)  # (B * T, K') -> (B, T, K')
 
     def _contrastive_logits(
-        self, x: torch.Tensor, y: torch.Tensor, negative_indices: torch.Tensor
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        negative_indices: torch.Tensor,
+        utterance_frames: Optional[int] = None,
     ) -> torch.Tensor:
         """Cosine similarity of each context vector with its candidates.
 
@@ -245,6 +313,9 @@ class Wav2Vec2Loss(AbsSSLLoss):
             x: (N, F) context vectors of the masked frames.
             y: (N, F) their quantized targets.
             negative_indices: (N, K) long indices into the N frames, -1 = empty.
+            utterance_frames: T when the N rows are a (B, T) batch flattened and
+                the first ``num_negatives`` columns point into each row's own
+                utterance (the all-frames path); None = any frame (gathered path).
 
         Returns:
             (N, 1 + K) float32, ``cos(x_i, [y_i, y_negatives]) / logit_temperature``
@@ -258,28 +329,90 @@ class Wav2Vec2Loss(AbsSSLLoss):
             # F.cosine_similarity on (N, 1 + K, F) without recomputing K norms
             x_unit, _ = _unit(x.float())  # (N, F)
             y_unit, y_norm = _unit(y.float())  # (N, F), (N,)
-            negatives = y_unit[index]  # (N, K, F)
             positive = (x_unit * y_unit).sum(dim=-1, keepdim=True)  # (N, 1)
-            negative = torch.einsum("nf,nkf->nk", x_unit, negatives)  # (N, K)
-        # fairseq's neg_is_pos: the same direction and the same norm
-        same = (negatives == y_unit[:, None, :]).all(dim=-1) & (
-            y_norm[index] == y_norm[:, None]
-        )
+            if utterance_frames is None:
+                negative = _gathered_dots(x_unit, y_unit, index)  # (N, K)
+            else:
+                negative = self._utterance_dots(x_unit, y_unit, index, utterance_frames)
+        with torch.no_grad():  # fairseq's neg_is_pos: same direction, same norm
+            same = (y_unit[index] == y_unit[:, None, :]).all(dim=-1) & (
+                y_norm[index] == y_norm[:, None]
+            )
         negative = negative.masked_fill(~valid | same, float("-inf"))
         return torch.cat([positive, negative], dim=1) / self.logit_temperature
+
+    def _utterance_dots(
+        self,
+        x_unit: torch.Tensor,
+        y_unit: torch.Tensor,
+        index: torch.Tensor,
+        frames: int,
+    ) -> torch.Tensor:
+        """``x_unit[n] . y_unit[index[n, k]]`` for a flattened (B, T) batch whose
+        first ``num_negatives`` columns stay within each row's utterance.
+
+        Those come from one (B, T, T) similarity matrix per utterance (a batched
+        matmul) instead of an (N, K, F) gather of the negatives: the same dot
+        products in another summation order, without the gather's backward (an
+        accumulating scatter of N * K * F values, serial on a CPU) and without
+        keeping (N, K, F) for backward. Cross-utterance columns are gathered.
+
+        Args:
+            x_unit: (B * T, F) unit context vectors.
+            y_unit: (B * T, F) unit targets.
+            index: (B * T, K') long frame indices (clamped: empty slots hold 0).
+            frames: T.
+
+        Returns:
+            (B * T, K') float32 dot products (junk where the slot is empty).
+        """
+        rows, dim = x_unit.shape
+        batch = rows // frames
+        within = self.num_negatives
+        similarity = torch.bmm(
+            x_unit.view(batch, frames, dim), y_unit.view(batch, frames, dim).mT
+        ).view(
+            rows, frames
+        )  # (B * T, T): frame (b, t) against every frame of b
+        first = torch.arange(rows, device=index.device) // frames * frames  # (B * T,)
+        local = (index[:, :within] - first[:, None]).clamp(0, frames - 1)
+        negative = similarity.gather(1, local)  # (B * T, K)
+        if index.size(1) > within:  # cross-sample negatives: any utterance
+            cross = _gathered_dots(x_unit, y_unit, index[:, within:])
+            negative = torch.cat([negative, cross], dim=1)
+        return negative
 
     def _combine_losses(
         self,
         logits: torch.Tensor,
         prob_perplexity: torch.Tensor,
         features_penalty: torch.Tensor,
-        quantizer_stats: Dict[str, float],
-    ) -> Tuple[torch.Tensor, Dict[str, float]]:
-        """fairseq's summed loss, divided by N, and the stats; see forward."""
-        num_masked = logits.size(0)
+        quantizer_stats: Dict[str, torch.Tensor],
+        frame_mask: Optional[torch.Tensor] = None,
+    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """fairseq's summed loss, divided by N, and the stats; see forward.
+
+        Args:
+            logits: (M, 1 + K) float32 logits, target class 0.
+            prob_perplexity: 0-dim float32 with gradient.
+            features_penalty: 0-dim float.
+            quantizer_stats: The quantizer's stats (0-dim tensors).
+            frame_mask: Optional (M,) bool, the rows that count (N = their
+                number); None = all M rows.
+
+        Returns:
+            The loss (0-dim float32) and the stats as 0-dim detached tensors.
+        """
+        if frame_mask is None:
+            frame_mask = torch.ones(
+                logits.size(0), dtype=torch.bool, device=logits.device
+            )
+        num_masked = frame_mask.sum().float()  # 0-dim N, stays on the device
+        divisor = num_masked.clamp(min=1.0)
         num_codevectors = self.quantizer.num_codevectors
-        targets = logits.new_zeros(num_masked, dtype=torch.long)
-        contrastive = F.cross_entropy(logits, targets, reduction="sum")
+        targets = logits.new_zeros(logits.size(0), dtype=torch.long)
+        per_frame = F.cross_entropy(logits, targets, reduction="none")  # (M,)
+        contrastive = torch.where(frame_mask, per_frame, 0.0).sum()
         diversity = (num_codevectors - prob_perplexity) / num_codevectors
         penalty = features_penalty.float()
         total = (
@@ -288,35 +421,37 @@ class Wav2Vec2Loss(AbsSSLLoss):
             + self.feature_penalty_weight * penalty * num_masked
         )
         stats = {
-            "loss_contrastive": contrastive.item() / num_masked,
-            "loss_diversity": diversity.item(),
-            "loss_feature_penalty": penalty.item(),
-            "contrastive_accuracy": _accuracy(logits),
+            "loss_contrastive": contrastive.detach() / divisor,
+            "loss_diversity": diversity.detach(),
+            "loss_feature_penalty": penalty.detach(),
+            "contrastive_accuracy": _accuracy(logits.detach(), frame_mask),
             **quantizer_stats,
-            "num_masked_frames": float(num_masked),
-            "sample_size": float(num_masked),
+            "num_masked_frames": num_masked,
+            "sample_size": num_masked,
         }
-        return total / num_masked, stats
+        return total / divisor, stats
 
     def _empty_batch_result(
         self,
         leaves: torch.Tensor,
         features_penalty: torch.Tensor,
-        quantizer_stats: Dict[str, float],
-    ) -> Tuple[torch.Tensor, Dict[str, float]]:
-        """Zero loss that keeps every parameter in the graph, for N == 0.
+        quantizer_stats: Dict[str, torch.Tensor],
+    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """Zero loss that keeps every parameter in the graph, for N == 0 on the
+        gathered path.
 
         Per-frame stats are 0; with ``sample_size`` 0 they carry no weight in
         ESPnet's averages.
         """
+        zero = torch.zeros((), device=leaves.device)
         stats = {
-            "loss_contrastive": 0.0,
-            "loss_diversity": 0.0,
-            "loss_feature_penalty": features_penalty.detach().float().item(),
-            "contrastive_accuracy": 0.0,
+            "loss_contrastive": zero,
+            "loss_diversity": zero,
+            "loss_feature_penalty": features_penalty.detach().float(),
+            "contrastive_accuracy": zero,
             **quantizer_stats,
-            "num_masked_frames": 0.0,
-            "sample_size": 0.0,
+            "num_masked_frames": zero,
+            "sample_size": zero,
         }
         return 0.0 * leaves.float(), stats
 
@@ -326,6 +461,13 @@ def _unit(v: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     the division, as torch's cosine similarity floors them)."""
     norm = v.norm(dim=-1)
     return v / norm.clamp(min=1e-8)[:, None], norm
+
+
+def _gathered_dots(
+    x_unit: torch.Tensor, y_unit: torch.Tensor, index: torch.Tensor
+) -> torch.Tensor:
+    """(N, F), (N, F), (N, K) long -> (N, K): ``x_unit[n] . y_unit[index[n, k]]``."""
+    return torch.einsum("nf,nkf->nk", x_unit, y_unit[index])
 
 
 def _valid_mask(mask_m: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
@@ -367,13 +509,35 @@ def _draw_others(
     return torch.where(others > 0, draw, torch.full_like(draw, INVALID_NEGATIVE))
 
 
-def _accuracy(logits: torch.Tensor) -> float:
-    """Share of rows whose logit 0 is the strict maximum.
+def _ranks_to_frames(ranks: torch.Tensor, flat_mask: torch.Tensor) -> torch.Tensor:
+    """Masked-frame ranks -> frame indices, without a host read.
+
+    Args:
+        ranks: (M, K) long ranks among the masked frames in row-major order, or -1.
+        flat_mask: (M,) bool, the masked frames of the flattened (B * T) batch.
+
+    Returns:
+        (M, K) long indices into the M frames (-1 kept).
+    """
+    # stable sort: the masked frames first, in order, so order[r] is the r-th one
+    order = torch.argsort((~flat_mask).to(torch.uint8), stable=True)  # (M,)
+    frames = order[ranks.clamp(min=0)]  # (M, K)
+    return torch.where(ranks >= 0, frames, INVALID_NEGATIVE)
+
+
+def _accuracy(
+    logits: torch.Tensor, frame_mask: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """Share of rows whose logit 0 is the strict maximum, as a 0-dim tensor.
 
     A tie between the positive and a negative counts as wrong (fairseq counts
     ``argmax == 0`` unless all logits tie). A row without a valid negative counts
-    as right.
+    as right. Only rows in ``frame_mask`` (M,) bool count (all when None); 0 when
+    none does.
     """
     padding = logits.new_full((logits.size(0), 1), float("-inf"))
-    best_negative = torch.cat([logits[:, 1:], padding], dim=1).amax(dim=1)  # (N,)
-    return (logits[:, 0] > best_negative).float().mean().item()
+    best_negative = torch.cat([logits[:, 1:], padding], dim=1).amax(dim=1)  # (M,)
+    right = logits[:, 0] > best_negative  # (M,)
+    if frame_mask is None:
+        return right.float().mean()
+    return (right & frame_mask).sum().float() / frame_mask.sum().clamp(min=1)

@@ -24,7 +24,9 @@ from typeguard import typechecked
 PERPLEXITY_EPS = 1e-7  # fairseq's smoothing inside the log of the perplexities
 
 
-def group_perplexity(probs: torch.Tensor) -> torch.Tensor:
+def group_perplexity(
+    probs: torch.Tensor, frame_mask: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """Perplexity of the frame-averaged distribution of each group.
 
     ``exp(H(p_g))`` with ``p_g`` the mean of ``probs[:, g]`` over the frames and
@@ -35,11 +37,18 @@ def group_perplexity(probs: torch.Tensor) -> torch.Tensor:
 
     Args:
         probs: (N, G, V) float, a distribution over the V entries per frame and group.
+        frame_mask: Optional (N,) bool, the frames to average over (the others are
+            left out, whatever they hold); None = every frame.
 
     Returns:
         (G,) float, the perplexity of each group, differentiable w.r.t. ``probs``.
     """
-    mean_probs = probs.sum(dim=0) / max(probs.size(0), 1)  # (G, V)
+    if frame_mask is None:
+        count = max(probs.size(0), 1)
+    else:
+        probs = torch.where(frame_mask[:, None, None], probs, 0.0)
+        count = frame_mask.sum().clamp(min=1)  # 0-dim: no host read
+    mean_probs = probs.sum(dim=0) / count  # (G, V)
     entropy = -(mean_probs * torch.log(mean_probs + PERPLEXITY_EPS)).sum(dim=-1)
     return torch.exp(entropy)
 
@@ -127,16 +136,23 @@ class GumbelVectorQuantizer(torch.nn.Module):
         self.temperature = max(decayed, self.min_temperature)
 
     def forward(
-        self, x: torch.Tensor, generator: Optional[torch.Generator] = None
-    ) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, float]]:
+        self,
+        x: torch.Tensor,
+        generator: Optional[torch.Generator] = None,
+        frame_mask: Optional[torch.Tensor] = None,
+    ) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
         """Quantize frames.
 
         Runs in float32 with autocast disabled, like fairseq's float logits.
 
         Args:
-            x: (N, C) float, already selected frames (no padding). N may be 0.
+            x: (N, C) float frames. N may be 0.
             generator: Source of the Gumbel noise in training, on ``x``'s device;
                 ``None`` uses torch's global generator. Unused in eval mode.
+            frame_mask: Optional (N,) bool, the frames the perplexities and the
+                usage are computed over (e.g. the masked frames when ``x`` holds
+                every frame of a batch, to avoid a variable-size gather); every
+                frame is still quantized. None = all N frames.
 
         Returns:
             A tuple ``(q, prob_perplexity, stats)``:
@@ -147,7 +163,8 @@ class GumbelVectorQuantizer(torch.nn.Module):
               eval mode the argmax of the logits picks the entries.
             - prob_perplexity: 0-dim float32 with gradient, the sum over groups of
               :func:`group_perplexity` of the softmax probabilities, in [G, G*V].
-            - stats: python floats ``code_perplexity`` (the same sum for the
+            - stats: 0-dim detached tensors (no host read) ``code_perplexity``
+              (the same sum for the
               one-hot argmax of the noise-free logits, in [G, G*V]),
               ``prob_perplexity`` (detached), ``gumbel_temperature`` and
               ``codebook_usage`` (share of the G*V entries that are the argmax of
@@ -165,8 +182,9 @@ class GumbelVectorQuantizer(torch.nn.Module):
             else:
                 one_hot = argmax_one_hot
             q = self._lookup(one_hot)
-            prob_perplexity = group_perplexity(logits.softmax(dim=-1)).sum()
-        stats = self._stats(argmax_one_hot, prob_perplexity)
+            probs = logits.softmax(dim=-1)  # (N, G, V)
+            prob_perplexity = group_perplexity(probs, frame_mask).sum()
+        stats = self._stats(argmax_one_hot, prob_perplexity, frame_mask)
         return q, prob_perplexity, stats
 
     def _group_logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -205,15 +223,25 @@ class GumbelVectorQuantizer(torch.nn.Module):
         return selected.reshape(one_hot.size(0), self.output_size)
 
     def _stats(
-        self, argmax_one_hot: torch.Tensor, prob_perplexity: torch.Tensor
-    ) -> Dict[str, float]:
-        """Monitoring values; see :meth:`forward`."""
+        self,
+        argmax_one_hot: torch.Tensor,
+        prob_perplexity: torch.Tensor,
+        frame_mask: Optional[torch.Tensor],
+    ) -> Dict[str, torch.Tensor]:
+        """Monitoring values as 0-dim tensors on the frames' device; see
+        :meth:`forward`."""
+        argmax_one_hot = argmax_one_hot.detach()
+        code_perplexity = group_perplexity(argmax_one_hot, frame_mask).sum()
+        if frame_mask is not None:  # (N, G, V): frames left out count nothing
+            argmax_one_hot = torch.where(frame_mask[:, None, None], argmax_one_hot, 0)
         counts = argmax_one_hot.sum(dim=0)  # (G, V)
+        device = argmax_one_hot.device
         return {
-            "code_perplexity": group_perplexity(argmax_one_hot).sum().item(),
-            "prob_perplexity": prob_perplexity.detach().item(),
-            "gumbel_temperature": float(self.temperature),
-            "codebook_usage": (counts > 0).float().mean().item(),
+            "code_perplexity": code_perplexity,
+            "prob_perplexity": prob_perplexity.detach(),
+            # a fill on the device (a Python float would be copied host-to-device)
+            "gumbel_temperature": torch.full((), self.temperature, device=device),
+            "codebook_usage": (counts > 0).float().mean(),
         }
 
 

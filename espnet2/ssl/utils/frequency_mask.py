@@ -78,19 +78,23 @@ class FrequencyMasking(torch.nn.Module):
         batch_size: int,
         num_channels: int,
         generator: Optional[torch.Generator] = None,
+        device: Optional[torch.device] = None,
     ) -> torch.Tensor:
-        """Draws the masked channels of a batch.
+        """Draws the masked channels of a batch, on ``device`` without host reads.
 
-        Per utterance and block: one width draw in [0, max_width], then one start
-        draw in [0, F - width], both with ``torch.randint`` on the CPU.
+        Per utterance and block: a width uniform in [0, max_width] (``randint``),
+        then a first channel uniform in [0, F - width] (the floor of a uniform
+        draw scaled by the F - width + 1 places), for all blocks at once.
 
         Args:
             batch_size: B.
             num_channels: F, the feature channels.
-            generator: Source of the draws; None uses torch's global generator.
+            generator: Source of the draws, on ``device``; None uses torch's global
+                generator of that device.
+            device: Where to draw and return the mask; None = the CPU.
 
         Returns:
-            (B, F) bool on the CPU, True = masked channel.
+            (B, F) bool on ``device``, True = masked channel.
 
         Raises:
             ValueError: When ``max_width`` exceeds F.
@@ -101,19 +105,20 @@ class FrequencyMasking(torch.nn.Module):
                 f"{num_channels} channels of the frames; set "
                 f"util.freq_mask.conf.max_width <= {num_channels}"
             )
-        mask = torch.zeros(batch_size, num_channels, dtype=torch.bool)
         if not self.enabled:
-            return mask
-        channels = torch.arange(num_channels)  # (F,)
-        for b in range(batch_size):
-            for _ in range(self.num_masks):
-                width = torch.randint(self.max_width + 1, (1,), generator=generator)
-                width = int(width)
-                start = int(
-                    torch.randint(num_channels - width + 1, (1,), generator=generator)
-                )
-                mask[b] |= (channels >= start) & (channels < start + width)
-        return mask
+            return torch.zeros(
+                batch_size, num_channels, dtype=torch.bool, device=device
+            )
+        blocks = (batch_size, self.num_masks, 1)
+        width = torch.randint(
+            self.max_width + 1, blocks, generator=generator, device=device
+        )  # (B, M, 1)
+        places = num_channels - width + 1  # (B, M, 1) first channels where it fits
+        uniform = torch.rand(blocks, generator=generator, device=device)
+        start = torch.minimum(torch.floor(uniform * places).long(), places - 1)
+        channels = torch.arange(num_channels, device=device)  # (F,)
+        inside = (channels >= start) & (channels < start + width)  # (B, M, F)
+        return inside.any(dim=1)
 
     def forward(
         self,
@@ -128,7 +133,8 @@ class FrequencyMasking(torch.nn.Module):
                 padded frames may hold anything (they are masked alike).
             lengths: Valid frames per utterance (B,); unused (the mask is per
                 channel), kept for the ``(x, x_lens)`` convention.
-            generator: Source of the draws (see ``compute_mask``).
+            generator: Source of the draws (see ``compute_mask``), on ``feats``'
+                device.
 
         Returns:
             The masked frames (B, T, F) and the (B, F) bool mask, True = channel set
@@ -136,8 +142,8 @@ class FrequencyMasking(torch.nn.Module):
             disabled, and then ``feats`` itself is returned).
         """
         batch_size, _, num_channels = feats.shape
-        mask = self.compute_mask(batch_size, num_channels, generator).to(feats.device)
-        if not bool(mask.any()):
+        mask = self.compute_mask(batch_size, num_channels, generator, feats.device)
+        if not self.enabled:
             return feats, mask
         masked = feats.masked_fill(mask[:, None, :], self.mask_value)  # (B, T, F)
         return masked, mask

@@ -9,7 +9,14 @@ cropping, without padding), summed over all ranks, so every rank holds the globa
 count. The counters are buffers of the model, so they are saved in every checkpoint
 and restored on resume. A forward whose update is later skipped (non-finite
 gradient) still counts: the audio was seen.
+
+Nothing here reads the device in a training step: ``add``/``add_samples`` update the
+buffers on their device and ``step_stats`` returns tensors; only ``seen_hours`` and
+``update_seconds`` (called by the trainer at update boundaries and for logs) read
+them on the host.
 """
+
+from typing import Dict
 
 import torch
 import torch.distributed as dist
@@ -41,16 +48,50 @@ class SeenAudio(torch.nn.Module):
         for name in COUNTERS:
             self.register_buffer(name, torch.zeros(1, dtype=torch.int64))
 
-    def add(self, speech_lengths: torch.Tensor) -> int:
-        """Counts a training batch; returns its samples over all ranks.
+    def add(self, speech_lengths: torch.Tensor) -> torch.Tensor:
+        """Counts a training batch (one all_reduce when distributed).
 
         Args:
             speech_lengths: Valid samples per utterance (B,) of this rank's batch.
+
+        Returns:
+            The batch's samples over all ranks, (1,) int64 on the buffers' device
+            (a tensor: no host read).
         """
-        samples = global_sum(speech_lengths.sum().to(self.seen_samples))
+        samples = global_sum(speech_lengths.sum().to(self.seen_samples).reshape(1))
+        self.add_samples(samples)
+        return samples
+
+    def add_samples(self, samples: torch.Tensor) -> None:
+        """Counts samples already summed over all ranks (no collective here).
+
+        Args:
+            samples: 0-dim or (1,) count of samples, integer or float (rounded), on
+                the buffers' device; e.g. one entry of a vector the SSL model
+                reduces together with its other counts.
+        """
+        if samples.is_floating_point():
+            samples = samples.round()
+        samples = samples.to(self.seen_samples).reshape(1)
         self.seen_samples.add_(samples)
         self.pending_samples.add_(samples)
-        return int(samples)
+
+    def step_stats(self, batch_samples: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """The seen-audio stats of a training step, as 0-dim float64 tensors.
+
+        Args:
+            batch_samples: The batch's samples over all ranks (0-dim or (1,)).
+
+        Returns:
+            ``batch_seconds`` (the batch, all ranks), ``update_seconds`` (the last
+            completed update) and ``seen_hours`` (everything so far).
+        """
+        rate = float(self.sample_rate)
+        return dict(
+            batch_seconds=batch_samples.double().reshape(()) / rate,
+            update_seconds=self.last_update_samples.double().reshape(()) / rate,
+            seen_hours=self.seen_samples.double().reshape(()) / rate / 3600,
+        )
 
     def close_update(self) -> None:
         """Called after each optimizer update: the pending audio made that update."""

@@ -1,5 +1,6 @@
 """espnet2/ssl/espnet_model.py: the replaced ESPnetSSLModel (built by SSLTask)."""
 
+import json
 import math
 
 import pytest
@@ -159,21 +160,48 @@ def test_short_utterances_give_a_finite_loss_and_gradients(
 COUNTS_RANK_SCRIPT = """
 import json, sys
 import torch, torch.distributed as dist
-from espnet2.ssl.espnet_model import ESPnetSSLModel
+from espnet2.tasks.ssl import SSLTask
 rank, world, init_file, out = int(sys.argv[1]), int(sys.argv[2]), *sys.argv[3:5]
 dist.init_process_group("gloo", init_method="file://" + init_file, rank=rank,
                         world_size=world)
-stats = {"num_masked_frames": rank + 1.0, "sample_size": 10.0 * (rank + 1), "loss": 5.0}
-ESPnetSSLModel._sum_counts_over_ranks(stats, torch.device("cpu"))
-json.dump(stats, open(out, "w"))
+args = SSLTask.get_parser().parse_args(["--token_list", "none", "--token_type", "word"])
+for key, value in json.loads(sys.argv[5]).items():
+    setattr(args, key, value)
+args.token_list = [str(i) for i in range(10)] + ["<unk>"]
+torch.manual_seed(0)
+model = SSLTask.build_model(args).train()
+shapes, all_reduce = [], dist.all_reduce
+def counted(tensor, *rest, **kwargs):
+    shapes.append(list(tensor.shape))
+    return all_reduce(tensor, *rest, **kwargs)
+dist.all_reduce = counted
+samples = 8000 * (rank + 1)  # rank 0: 0.5 s, rank 1: 1 s
+speech = 0.1 * torch.randn(1, samples, generator=torch.Generator().manual_seed(rank))
+loss, stats, weight = model(speech, torch.tensor([samples]))
+json.dump(dict(
+    shapes=shapes, own=float(weight), masked=float(stats["num_masked_frames"]),
+    sample_size=float(stats["sample_size"]), seconds=float(stats["batch_seconds"]),
+    seen=int(model.seen_audio.seen_samples), loss=float(stats["loss"]),
+    own_loss=float(loss)), open(out, "w"))
 dist.destroy_process_group()
 """
 
 
-def test_with_two_gloo_ranks_training_counts_are_summed_over_ranks(
-    run_gloo_ranks, tmp_path
+def test_with_two_gloo_ranks_the_step_counts_are_summed_in_one_all_reduce(
+    run_gloo_ranks, tmp_path, ssl_configs
 ):
-    """Rank r counts r + 1 masked frames: both log 3 (the global batch's); the loss
-    stays each rank's own."""
-    for stats in run_gloo_ranks(COUNTS_RANK_SCRIPT, tmp_path):
-        assert stats == {"num_masked_frames": 3.0, "sample_size": 30.0, "loss": 5.0}
+    """Each rank trains one micro-batch of its own length. The batch's samples and
+    both counts travel in one all_reduce of 3 values; every rank logs the global
+    batch's counts and seconds and adds both ranks' audio to its seen-audio
+    counter, while the loss and its weight stay the rank's own."""
+    results = run_gloo_ranks(
+        COUNTS_RANK_SCRIPT, tmp_path, json.dumps(ssl_configs["wav2vec2"])
+    )
+    total_masked = sum(result["own"] for result in results)
+    assert all(result["own"] > 0 for result in results)
+    for result in results:
+        assert result["shapes"] == [[3]]  # one collective per micro-batch
+        assert result["masked"] == result["sample_size"] == total_masked
+        assert result["seconds"] == pytest.approx(1.5)
+        assert result["seen"] == 24000
+        assert result["loss"] == pytest.approx(result["own_loss"])

@@ -60,3 +60,40 @@ def test_ranks_weighted_by_sample_size_give_the_loss_of_the_combined_batch(
         loss, _, weight = model(*shard(*batch, rows))
         total, weights = total + float(loss) * float(weight), weights + float(weight)
     assert total / weights == pytest.approx(float(combined), rel=1e-5)
+
+
+def test_loss_gradients_and_masked_accuracy_equal_espnets_hubert_loss():
+    """Our fixed-size forward against ESPnet's gathering one, on the same weights:
+    two loss layers, padding, and unlabelled (-1) masked frames."""
+    from espnet2.ssl.loss.hubert import HuBERTLoss
+    from espnet2.ssl.loss.hubert_weighted import WeightedHuBERTLoss
+
+    torch.manual_seed(0)
+    options = dict(layers=[-1, 0], loss_weights=[1.0, 0.5])
+    ours = WeightedHuBERTLoss(16, 10, 8, **options)
+    theirs = HuBERTLoss(16, 10, 8, **options)
+    theirs.load_state_dict(ours.state_dict())
+    gen = torch.Generator().manual_seed(1)
+    lengths = torch.tensor([12, 9, 5])
+    valid = torch.arange(12)[None, :] < lengths[:, None]  # (B, T)
+    mask_m = valid & (torch.rand(3, 12, generator=gen) < 0.5)
+    text = torch.randint(10, (3, 12), generator=gen).masked_fill(~valid, -1)
+    text[0, mask_m[0].nonzero()[0, 0]] = -1  # a masked frame without a label
+    mask_info = {"mask_m": mask_m, "mask_u": valid & ~mask_m}
+    results = []
+    for module in (ours, theirs):
+        layers = [torch.randn(3, 12, 16, generator=torch.Generator().manual_seed(s))
+                  for s in (2, 3)]  # fmt: skip
+        for layer in layers:
+            layer.requires_grad_(True)
+        loss, stats = module(layers, lengths, text, lengths, mask_info)
+        loss.backward()
+        results.append((loss, stats, [layer.grad for layer in layers]))
+    (loss, stats, grads), (loss_t, stats_t, grads_t) = results
+    assert float(loss) == pytest.approx(float(loss_t), rel=1e-6)
+    for key in ("hubert_loss_m_1", "hubert_loss_m_0", "hubert_acc_m_1"):
+        assert float(stats[key]) == pytest.approx(stats_t[key], rel=1e-6), key
+    for grad, grad_t in zip(grads, grads_t):
+        assert torch.allclose(grad, grad_t, rtol=1e-5, atol=1e-7)
+    labelled = int((mask_m & (text != -1)).sum())
+    assert float(stats["sample_size"]) == float(stats["num_masked_frames"]) == labelled

@@ -82,24 +82,43 @@ def _frames_of(mask: torch.Tensor) -> List[Tuple[int, int]]:
 def _reference_negatives(
     mask: torch.Tensor, num_negatives: int, cross: int, seed: int
 ) -> torch.Tensor:
-    """Per-frame loop: draw u in [0, 1) and take the floor(u * n)-th other frame."""
+    """Per-frame loop: draw u in [0, 1) and take the floor(u * n)-th other frame.
+
+    The draws are (B * T, K) then (B * T, cross) uniforms, frame (b, t) taking row
+    b * T + t; the result is (N, K + cross) for the masked frames in (b, t) order.
+    """
     generator = torch.Generator().manual_seed(seed)
     frames = _frames_of(mask)
-    n = len(frames)
+    n, width = len(frames), mask.shape[1]
     draws_within = torch.rand(
-        (n, num_negatives), generator=generator, dtype=torch.float64
+        (mask.numel(), num_negatives), generator=generator, dtype=torch.float64
     )
-    draws_cross = torch.rand((n, cross), generator=generator, dtype=torch.float64)
+    draws_cross = torch.rand(
+        (mask.numel(), cross), generator=generator, dtype=torch.float64
+    )
     rows = []
-    for i, (b, _) in enumerate(frames):
+    for i, (b, t) in enumerate(frames):
         same = [j for j, (bj, _) in enumerate(frames) if bj == b and j != i]
         anywhere = [j for j in range(n) if j != i]
-        row = [same[int(u * len(same))] if same else -1 for u in draws_within[i]]
+        row_draws = draws_within[b * width + t]
+        row = [same[int(u * len(same))] if same else -1 for u in row_draws]
         row += [
-            anywhere[int(u * len(anywhere))] if anywhere else -1 for u in draws_cross[i]
+            anywhere[int(u * len(anywhere))] if anywhere else -1
+            for u in draws_cross[b * width + t]
         ]
         rows.append(row)
     return torch.tensor(rows, dtype=torch.long).view(n, num_negatives + cross)
+
+
+def _drawn(
+    module: Wav2Vec2Loss, mask: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """``_sample_negatives`` (B, T, K') read at the masked frames: (N, K')
+    masked-frame ranks, after checking that unmasked frames get only -1."""
+    negatives = module._sample_negatives(mask, generator)
+    assert negatives.shape[:2] == mask.shape
+    assert (negatives[~mask] == -1).all()
+    return negatives[mask]
 
 
 def _reference_logits(x, y, negatives, temperature) -> torch.Tensor:
@@ -168,8 +187,8 @@ def test_invalid_options_are_rejected(overrides):
 @pytest.mark.parametrize("seed", range(4))
 def test_negatives_are_other_masked_frames_of_the_same_utterance(seed):
     lengths, mask = _standard_batch()
-    negatives = _loss(num_negatives=20)._sample_negatives(
-        mask, torch.Generator().manual_seed(seed)
+    negatives = _drawn(
+        _loss(num_negatives=20), mask, torch.Generator().manual_seed(seed)
     )
     frames = _frames_of(mask)
     assert negatives.shape == (len(frames), 20)
@@ -196,9 +215,9 @@ def test_masked_positions_beyond_the_length_are_never_used():
 def test_negative_sampling_is_reproducible_under_a_seeded_generator():
     _, mask = _standard_batch()
     module = _loss(num_negatives=9, cross_sample_negatives=3)
-    first = module._sample_negatives(mask, torch.Generator().manual_seed(5))
-    second = module._sample_negatives(mask, torch.Generator().manual_seed(5))
-    other = module._sample_negatives(mask, torch.Generator().manual_seed(6))
+    first = _drawn(module, mask, torch.Generator().manual_seed(5))
+    second = _drawn(module, mask, torch.Generator().manual_seed(5))
+    other = _drawn(module, mask, torch.Generator().manual_seed(6))
     assert torch.equal(first, second)
     assert not torch.equal(first, other)
 
@@ -209,14 +228,14 @@ def test_negative_sampling_matches_a_per_frame_reference_loop(cross):
     mask[1] = False
     mask[1, 6] = True  # utterance 1 has a single masked frame
     module = _loss(num_negatives=7, cross_sample_negatives=cross)
-    negatives = module._sample_negatives(mask, torch.Generator().manual_seed(11))
+    negatives = _drawn(module, mask, torch.Generator().manual_seed(11))
     assert torch.equal(negatives, _reference_negatives(mask, 7, cross, seed=11))
 
 
 def test_negatives_are_uniform_over_the_other_frames():
     mask = _mask([6], [[(1, 5)]])  # 4 masked frames
-    negatives = _loss(num_negatives=3000)._sample_negatives(
-        mask, torch.Generator().manual_seed(0)
+    negatives = _drawn(
+        _loss(num_negatives=3000), mask, torch.Generator().manual_seed(0)
     )
     for i in range(4):
         counts = torch.bincount(negatives[i], minlength=4).float() / 3000
@@ -228,7 +247,7 @@ def test_negatives_are_uniform_over_the_other_frames():
 def test_cross_sample_negatives_come_from_the_whole_batch_but_never_the_frame_itself():
     _, mask = _standard_batch()
     module = _loss(num_negatives=5, cross_sample_negatives=40)
-    negatives = module._sample_negatives(mask, torch.Generator().manual_seed(2))
+    negatives = _drawn(module, mask, torch.Generator().manual_seed(2))
     frames = _frames_of(mask)
     utterance = torch.tensor([b for b, _ in frames])
     within, cross = negatives[:, :5], negatives[:, 5:]
@@ -241,9 +260,7 @@ def test_cross_sample_negatives_come_from_the_whole_batch_but_never_the_frame_it
 
 def test_an_utterance_with_one_masked_frame_gets_only_empty_negative_slots():
     mask = _mask([10, 10], [[(4, 5)], [(1, 6)]])
-    negatives = _loss(num_negatives=4)._sample_negatives(
-        mask, torch.Generator().manual_seed(0)
-    )
+    negatives = _drawn(_loss(num_negatives=4), mask, torch.Generator().manual_seed(0))
     assert (negatives[0] == -1).all()
     assert (negatives[1:] >= 1).all()
 
@@ -273,6 +290,59 @@ def test_a_negative_equal_to_its_positive_gets_a_minus_infinity_logit():
     )
     assert logits[0, 2] == float("-inf") and logits[2, 1] == float("-inf")
     assert torch.isfinite(logits[[1, 3]]).all() and torch.isfinite(logits[:, 0]).all()
+
+
+@pytest.mark.parametrize("cross", [0, 2])
+def test_per_utterance_similarities_equal_the_cosine_loop_with_neg_is_pos(cross):
+    """The all-frames path takes its within-utterance negatives from one (B, T, T)
+    matmul per batch: the same logits as the gather, -inf on empty slots and on a
+    negative equal to its positive, cross-utterance columns gathered."""
+    batch, frames, within = 3, 5, 4
+    module = _loss(logit_temperature=0.3, num_negatives=within)
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(batch * frames, FINAL_DIM, generator=generator)
+    y = torch.randn(batch * frames, FINAL_DIM, generator=generator)
+    y[7] = y[5]  # utterance 1: frames 5 and 7 share a target
+    first = torch.arange(batch * frames)[:, None] // frames * frames
+    local = torch.randint(frames, (batch * frames, within), generator=generator)
+    other = torch.randint(batch * frames, (batch * frames, cross), generator=generator)
+    negatives = torch.cat([first + local, other], dim=1)
+    negatives[5, 0], negatives[2, 1], negatives[14, -1] = 7, -1, -1
+    logits = module._contrastive_logits(x, y, negatives, utterance_frames=frames)
+    expected = _reference_logits(x, y, negatives, 0.3)
+    assert logits[5, 1] == float("-inf") and logits[2, 2] == float("-inf")
+    assert torch.equal(torch.isinf(logits), torch.isinf(expected))
+    assert torch.allclose(logits, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("cross", [0, 3])
+def test_the_fixed_size_path_equals_the_gathered_path_with_the_same_negatives(cross):
+    """Without ``negative_indices`` every frame is scored and only the masked ones
+    count (no host read); given them, the masked frames are gathered first. In eval
+    mode (no Gumbel noise) the generator's first draw is the negatives, so both
+    paths see the same ones: loss, stats and gradients agree."""
+    lengths, mask = _standard_batch()
+    results = []
+    for gathered in (False, True):
+        module = _loss(cross_sample_negatives=cross).eval()
+        generator = torch.Generator().manual_seed(7)
+        inputs = _inputs(lengths, mask)
+        inputs["encoder_output"][-1].requires_grad_(True)
+        if gathered:
+            inputs["negative_indices"] = _drawn(module, mask, generator)
+        loss, stats = module(**inputs, generator=generator)
+        loss.backward()
+        grads = [p.grad for p in module.parameters()]
+        grads.append(inputs["encoder_output"][-1].grad)
+        results.append((loss, stats, grads))
+    (loss, stats, grads), (loss_g, stats_g, grads_g) = results
+    # float32 sums in another order; loss_diversity is (G V - perplexity) / (G V)
+    assert float(loss) == pytest.approx(float(loss_g), rel=1e-6)
+    for key in STATS_KEYS:
+        expected = pytest.approx(float(stats_g[key]), rel=1e-6, abs=1e-6)
+        assert float(stats[key]) == expected, key
+    for grad, grad_g in zip(grads, grads_g):
+        assert torch.allclose(grad, grad_g, rtol=1e-5, atol=1e-7)
 
 
 def test_loss_equals_an_independent_computation_of_the_fairseq_formula():
@@ -322,7 +392,9 @@ def test_stats_hold_every_named_term_and_the_masked_frame_count():
         **_inputs(lengths, mask), generator=torch.Generator().manual_seed(0)
     )
     assert set(stats) == STATS_KEYS
-    assert all(isinstance(v, float) for v in stats.values())
+    for value in stats.values():  # tensors on the device: no host read in a step
+        assert isinstance(value, torch.Tensor) and value.dim() == 0
+        assert not value.requires_grad
     assert stats["sample_size"] == stats["num_masked_frames"] == mask.sum().item()
     assert 0.0 <= stats["contrastive_accuracy"] <= 1.0
     assert 0.0 < stats["codebook_usage"] <= 1.0
@@ -354,7 +426,7 @@ def test_loss_of_an_utterance_does_not_depend_on_a_padded_batch_neighbour():
     batch_inputs["features"][1, :9] = a_inputs["features"][0]
     batch_inputs["encoder_output"][-1][1, :9] = a_inputs["encoder_output"][-1][0]
     module = _loss(num_negatives=4).eval()
-    negatives = module._sample_negatives(a_mask, torch.Generator().manual_seed(0))
+    negatives = _drawn(module, a_mask, torch.Generator().manual_seed(0))
     offset = batch_mask[0].sum().item()  # masked frames of b come first
     alone, alone_stats = module(**a_inputs, negative_indices=negatives)
     batched, batched_stats = module(
@@ -373,8 +445,8 @@ def test_contrastive_logits_of_an_utterance_do_not_depend_on_batch_neighbours():
     batch_inputs = _inputs([15, 9], batch_mask, seed=5)
     batch_inputs["features"][1, :9] = a_inputs["features"][0]
     batch_inputs["encoder_output"][-1][1, :9] = a_inputs["encoder_output"][-1][0]
-    negatives = module._sample_negatives(a_mask, torch.Generator().manual_seed(0))
-    batch_negatives = module._sample_negatives(batch_mask, torch.Generator())
+    negatives = _drawn(module, a_mask, torch.Generator().manual_seed(0))
+    batch_negatives = _drawn(module, batch_mask, torch.Generator())
     batch_negatives[10:] = _shift(negatives, 10)  # b's 10 masked frames come first
     x_a, y_a, _ = _heads(module, a_inputs)
     x_b, y_b, _ = _heads(module, batch_inputs)
@@ -403,7 +475,7 @@ def test_short_utterances_give_a_finite_loss_and_finite_gradients(
         **_inputs(lengths, mask), generator=torch.Generator().manual_seed(0)
     )
     assert torch.isfinite(loss) and loss.requires_grad
-    assert all(torch.isfinite(torch.tensor(v)) for v in stats.values())
+    assert all(torch.isfinite(torch.as_tensor(v)) for v in stats.values())
     assert stats["sample_size"] == mask.sum().item()
     loss.backward()
     for name, parameter in module.named_parameters():

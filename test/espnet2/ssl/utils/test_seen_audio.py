@@ -8,8 +8,8 @@ from espnet2.ssl.utils.seen_audio import SeenAudio
 
 def test_batches_add_their_valid_samples_and_updates_close_the_pending_ones():
     seen = SeenAudio(sample_rate=16000)
-    assert seen.add(torch.tensor([16000, 8000])) == 24000
-    assert seen.add(torch.tensor([32000])) == 32000
+    assert int(seen.add(torch.tensor([16000, 8000]))) == 24000
+    assert int(seen.add(torch.tensor([32000]))) == 32000
     assert seen.update_seconds() == 0  # no update yet
     seen.close_update()
     assert seen.update_seconds() == pytest.approx(3.5)
@@ -25,6 +25,22 @@ def test_counters_survive_a_state_dict_round_trip_exactly():
     restored = SeenAudio()
     restored.load_state_dict(seen.state_dict())
     assert int(restored.seen_samples) == 2**40 + 3
+
+
+def test_counts_summed_elsewhere_are_added_and_reported_as_tensors():
+    """The SSL model reduces the samples with its other counts and hands the sum
+    over; the step's stats stay on the device (0-dim tensors)."""
+    seen = SeenAudio(sample_rate=16000)
+    seen.add_samples(torch.tensor(48000.0, dtype=torch.float64))
+    seen.close_update()
+    seen.add_samples(torch.tensor([16000]))
+    stats = seen.step_stats(torch.tensor(16000.0))
+    assert int(seen.seen_samples) == 64000 and int(seen.pending_samples) == 16000
+    assert all(value.dim() == 0 for value in stats.values())
+    assert float(stats["batch_seconds"]) == pytest.approx(1.0)
+    assert float(stats["update_seconds"]) == pytest.approx(3.0)
+    assert float(stats["seen_hours"]) == pytest.approx(4.0 / 3600)
+    assert seen.update_seconds() == pytest.approx(3.0)
 
 
 def test_a_checkpoint_from_before_the_counter_loads_with_zero_counts():
@@ -44,7 +60,7 @@ dist.init_process_group("gloo", init_method="file://" + init_file, rank=rank,
                         world_size=world)
 seen = SeenAudio()
 lengths = torch.tensor([1000 * (rank + 1)] * (rank + 1))  # rank 0: 1000, 1: 2 x 2000
-batch = seen.add(lengths)
+batch = int(seen.add(lengths))
 seen.close_update()
 json.dump([batch, int(seen.seen_samples), seen.update_seconds()], open(out, "w"))
 dist.destroy_process_group()

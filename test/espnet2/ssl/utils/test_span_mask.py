@@ -3,7 +3,14 @@
 import pytest
 import torch
 
-from espnet2.ssl.utils.span_mask import SpanMasking, span_mask_1d, trim_to_same_count
+from espnet2.ssl.utils.host_syncs import HostSyncCounter
+from espnet2.ssl.utils.span_mask import (
+    SpanMasking,
+    span_mask_1d,
+    span_mask_batch,
+    trim_batch_to_same_count,
+    trim_to_same_count,
+)
 
 
 def _masker(**kwargs) -> SpanMasking:
@@ -14,6 +21,10 @@ def _masker(**kwargs) -> SpanMasking:
 
 def _padding(lengths, max_frames):
     return torch.arange(max_frames)[None, :] >= torch.tensor(lengths)[:, None]
+
+
+def gen_of(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
 
 
 def test_masked_share_is_close_to_fairseq_expectation_for_long_utterances():
@@ -97,3 +108,76 @@ def test_channel_masking_zeroes_whole_channels():
 def test_unsupported_selection_modes_fail_clearly():
     with pytest.raises(ValueError, match="only 'static'"):
         _masker(mask_selection="poisson")
+
+
+def _runs(mask: torch.Tensor) -> torch.Tensor:
+    """Lengths of the runs of consecutive masked frames of every row of (B, T)."""
+    edges = torch.nn.functional.pad(mask.int(), (1, 1))  # (B, T + 2)
+    steps = torch.diff(edges, dim=1)  # +1 at a run's start, -1 after its end
+    starts = (steps == 1).nonzero()[:, 1]
+    ends = (steps == -1).nonzero()[:, 1]
+    return (ends - starts).double()
+
+
+def _per_utterance_masks(n: int, num_frames: int, conf: dict, seed: int):
+    gen = torch.Generator().manual_seed(seed)
+    mask = torch.zeros(n, num_frames, dtype=torch.bool)
+    for row in mask:
+        row[span_mask_1d(num_frames, generator=gen, **conf)] = True
+    return mask
+
+
+@pytest.mark.parametrize(
+    "num_frames, conf",
+    [
+        (500, dict(mask_prob=0.65, mask_length=10, min_masks=2)),  # wav2vec 2.0, 10 s
+        (120, dict(mask_prob=0.8, mask_length=10, min_masks=2)),  # HuBERT, 2.4 s
+        (60, dict(mask_prob=0.15, mask_length=4, min_masks=2)),  # reconstruction
+        (7, dict(mask_prob=0.65, mask_length=10, min_masks=2)),  # shorter than a span
+    ],
+)
+def test_batched_masks_match_the_per_utterance_sampler_in_distribution(
+    num_frames, conf
+):
+    """Over 1000 seeded draws each: masked share (mean and spread) and the mean
+    length of the masked runs of ``span_mask_batch`` agree with ``span_mask_1d``
+    within 5 standard errors measured from the draws themselves."""
+    n = 1000
+    old = _per_utterance_masks(n, num_frames, conf, seed=0)
+    lengths = torch.full((n,), num_frames)
+    new = span_mask_batch(lengths, num_frames, generator=gen_of(1), **conf)
+    share_old, share_new = old.double().mean(1), new.double().mean(1)
+    error = (share_old.var() / n + share_new.var() / n).sqrt()
+    assert abs(share_old.mean() - share_new.mean()) <= 5 * error
+    spread_error = (share_old.var() / (2 * n) + share_new.var() / (2 * n)).sqrt()
+    assert abs(share_old.std() - share_new.std()) <= 5 * spread_error
+    runs_old, runs_new = _runs(old), _runs(new)
+    error = (runs_old.var() / len(runs_old) + runs_new.var() / len(runs_new)).sqrt()
+    assert abs(runs_old.mean() - runs_new.mean()) <= 5 * error + 1e-9
+
+
+def test_batched_masks_follow_the_span_rules_on_padded_batches():
+    lengths = torch.tensor([50, 23, 1, 0, 11])
+    mask = span_mask_batch(lengths, 50, 0.65, 10, 2, gen_of(3))
+    assert mask.shape == (5, 50)
+    assert not bool((mask & _padding(lengths.tolist(), 50)).any())
+    spans = torch.floor(0.65 * lengths.double() / 10).clamp(min=2)
+    assert bool((mask.sum(1)[lengths > 0] > 0).all())
+    # at most n_b + 1 spans of 10 frames each (n_b + 1 with the U[0, 1) jitter)
+    assert bool((mask.sum(1) <= 10 * (spans + 1)).all())
+
+
+def test_batched_trim_keeps_a_subset_of_each_row_with_the_smallest_count():
+    mask = span_mask_batch(torch.tensor([80, 70, 60, 50]), 80, 0.65, 10, 2, gen_of(0))
+    trimmed = trim_batch_to_same_count(mask, gen_of(1))
+    counts = trimmed.sum(1)
+    assert bool((counts == mask.sum(1).min()).all())
+    assert not bool((trimmed & ~mask).any())
+
+
+def test_training_masks_are_drawn_without_reading_the_device():
+    masker = _masker(mask_channel_prob=0.2, mask_channel_length=2).train()
+    x, padding = torch.randn(3, 60, 8), _padding([60, 25, 3], 60)
+    with HostSyncCounter() as syncs:
+        masker(x, padding, generator=gen_of(0))
+    assert syncs.count == 0, syncs.summary()
