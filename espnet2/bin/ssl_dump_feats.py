@@ -14,19 +14,38 @@ Usage::
         --asr_packed_model asr_model.zip \\
         --wav_scp data/train/wav.scp --out_dir dump/asr/train --nj 1
 
+    python -m espnet2.bin.ssl_dump_feats --feature_type ssl --layer 6 \\
+        --ssl_model_file exp/ssl_hubert_it1/valid.loss.best.pth \\
+        --wav_scp data/train/wav.scp --out_dir dump/ssl_l6/train --nj 8 --ngpu 8
+
 Writes ``feats.{i}.ark/scp`` per shard and, once all shards are done,
 ``feats.scp``, ``utt2num_frames`` and ``feats.yaml`` (see
 ``espnet2/ssl/targets/dump.py``). Re-running skips finished shards. A bad input
 prints one message naming the file, the utterance and the fix, and exits with 1.
+
+Without ``--shard``, ``--nj N`` > 1 runs the N shards in N parallel processes on
+the CPU, or with ``--ngpu G`` one process per GPU (shard j on GPU (j-1) mod G),
+logs in ``<out_dir>/log/dump.<j>.log`` (``espnet2/ssl/targets/launch.py``); a
+failed shard fails the command, naming its log. ``--nj 1`` runs in this process.
+Model features run under bf16 autocast on GPUs (``--bf16``), checked against
+float32 on each shard's first batch (``espnet2/ssl/targets/precision.py``).
 """
 
 import argparse
 import logging
+import sys
+from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-from espnet2.fileio.kaldi_data_dir import DataDirError
-from espnet2.ssl.targets.dump import dump_features
+from espnet2.fileio.kaldi_data_dir import DataDirError, read_two_column_file
+from espnet2.ssl.targets.dump import (
+    dump_features,
+    merge_finished,
+    shard_ranges,
+)
 from espnet2.ssl.targets.dumpers import DUMPERS, FeatureDumpError, get_dumper
+from espnet2.ssl.targets.launch import launch_shards
+from espnet2.ssl.targets.precision import DEFAULT_TOLERANCE, resolve_bf16
 from espnet2.utils.tool_logging import (
     add_log_level_argument,
     exit_with_error,
@@ -70,14 +89,29 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out_dir", required=True, help="Output directory.")
     parser.add_argument(
-        "--nj", type=int, default=1, help="Number of shards (contiguous, in order)."
+        "--nj",
+        type=int,
+        default=1,
+        help="Number of shards (contiguous, in order). Without --shard, > 1 runs "
+        "them in parallel processes: all at once on the CPU, each with "
+        "OMP_NUM_THREADS = cores / nj, or one per GPU with --ngpu; logs in "
+        "<out_dir>/log/dump.<j>.log.",
     )
     parser.add_argument(
         "--shard",
         type=int,
         default=None,
-        help="Run only this shard, 1..nj (e.g. JOB of run.pl JOB=1:nj); default: "
-        "all unfinished shards. The last shard to finish merges the outputs.",
+        help="Run only this shard, 1..nj, in this process (e.g. JOB of run.pl "
+        "JOB=1:nj); default: all unfinished shards. The last shard to finish "
+        "merges the outputs.",
+    )
+    parser.add_argument(
+        "--ngpu",
+        type=int,
+        default=0,
+        help="ssl/asr: GPUs to spread the shards over: shard j on GPU (j-1) mod "
+        "ngpu, one process per GPU at a time. 0: --device decides. mfcc always "
+        "runs on the CPU.",
     )
 
 
@@ -124,6 +158,20 @@ def get_parser() -> argparse.ArgumentParser:
         help="Padded audio per batch, in seconds; lower it on GPU out-of-memory.",
     )
     parser.add_argument(
+        "--bf16",
+        type=str2bool,
+        default=None,
+        help="ssl/asr: run the model under bf16 autocast; default: on for CUDA, off "
+        "on the CPU. Each shard's first batch is also run in float32 and compared.",
+    )
+    parser.add_argument(
+        "--bf16_tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        help="Largest relative error (Frobenius norm over the first batch's "
+        "frames) of bf16 features against float32; beyond it the dump stops.",
+    )
+    parser.add_argument(
         "--show_progress",
         type=str2bool,
         default=None,
@@ -165,6 +213,97 @@ def dumper_options(args: argparse.Namespace) -> Dict:
     }
 
 
+def shard_device(device: str, ngpu: int, shard: Optional[int]) -> str:
+    """The device of a process that runs ``shard`` (or every shard).
+
+    Args:
+        device: ``--device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``).
+        ngpu: ``--ngpu``; 0 lets ``device`` decide.
+        shard: ``--shard`` (1..nj), or None for shard 1 onwards.
+
+    Returns:
+        ``device`` for ``ngpu`` 0, else ``cuda:<(shard - 1) mod ngpu>``.
+
+    Raises:
+        FeatureDumpError: ``--ngpu`` with a device other than auto or cuda.
+    """
+    if ngpu < 0:
+        raise FeatureDumpError(f"--ngpu must be >= 0, got {ngpu}.")
+    if ngpu == 0:
+        return device
+    if device not in ("auto", "cuda"):
+        raise FeatureDumpError(
+            f"--ngpu {ngpu} puts the shards on GPUs but --device is {device}. Fix: "
+            "leave --device out, or use --ngpu 0 with --device."
+        )
+    return f"cuda:{((shard or 1) - 1) % ngpu}"
+
+
+def build_dumper(args: argparse.Namespace):
+    """The dumper of ``args``, on its device and in its precision.
+
+    Args:
+        args: The parsed command line.
+
+    Returns:
+        The ``FeatureDumper``.
+    """
+    options = dumper_options(args)
+    if args.feature_type != "mfcc":
+        options["device"] = shard_device(args.device, args.ngpu, args.shard)
+    elif args.bf16:
+        raise FeatureDumpError(
+            "MFCCs are computed in float32 on the CPU. Fix: drop --bf16 true."
+        )
+    dumper = get_dumper(args.feature_type, **options)
+    if args.feature_type != "mfcc":
+        dumper.bf16 = resolve_bf16(args.bf16, dumper.device)
+    logging.info(
+        f"features: {dumper.describe()} on {dumper.device}"
+        f"{' under bf16 autocast' if dumper.bf16 else ' in float32'}"
+    )
+    return dumper
+
+
+def _dump_here(args: argparse.Namespace) -> None:
+    """Dump ``--shard`` (or every shard, one after the other) in this process."""
+    dumper = build_dumper(args)
+    summary = dump_features(
+        args.wav_scp,
+        args.out_dir,
+        dumper,
+        nj=args.nj,
+        shard=args.shard,
+        batch_seconds=args.batch_seconds,
+        show_progress=args.show_progress,
+        bf16_tolerance=args.bf16_tolerance,
+    )
+    if summary is not None:
+        logging.info(
+            f"{summary.feats_scp}: {summary.num_utterances} utterances, "
+            f"{summary.num_frames} frames of {dumper.dim} dims"
+        )
+
+
+def _dump_in_processes(args: argparse.Namespace, argv: Sequence[str]) -> None:
+    """Check the options, run every shard in its own process, then merge."""
+    dumper_options(args)  # option errors once here, not once per process
+    if args.batch_seconds <= 0:
+        raise FeatureDumpError(f"batch_seconds must be > 0, got {args.batch_seconds}.")
+    lines = read_two_column_file(args.wav_scp)
+    shard_ranges(len(lines), args.nj)  # --nj vs the number of utterances
+    ngpu = 0 if args.feature_type == "mfcc" else args.ngpu
+    if ngpu != args.ngpu:
+        logging.info(f"mfcc runs on the CPU: --ngpu {args.ngpu} is not used")
+    shard_device(args.device, ngpu, None)
+    launch_shards(argv, args.nj, ngpu, Path(args.out_dir))
+    summary = merge_finished(args.wav_scp, args.out_dir, args.nj)
+    logging.info(
+        f"{summary.feats_scp}: {summary.num_utterances} utterances, "
+        f"{summary.num_frames} frames"
+    )
+
+
 def main(cmd: Optional[Sequence[str]] = None) -> None:
     """Dump the features; exit with status 1 and a message on a bad input.
 
@@ -174,24 +313,12 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(cmd)
     start_tool_logging(TOOL, args, args.log_level)
     try:
-        dumper = get_dumper(args.feature_type, **dumper_options(args))
-        logging.info(f"features: {dumper.describe()}")
-        summary = dump_features(
-            args.wav_scp,
-            args.out_dir,
-            dumper,
-            nj=args.nj,
-            shard=args.shard,
-            batch_seconds=args.batch_seconds,
-            show_progress=args.show_progress,
-        )
+        if args.shard is None and args.nj > 1:
+            _dump_in_processes(args, sys.argv[1:] if cmd is None else list(cmd))
+        else:
+            _dump_here(args)
     except (FeatureDumpError, DataDirError) as err:
         exit_with_error(TOOL, str(err))
-    if summary is not None:
-        logging.info(
-            f"{summary.feats_scp}: {summary.num_utterances} utterances, "
-            f"{summary.num_frames} frames of {dumper.dim} dims"
-        )
 
 
 if __name__ == "__main__":

@@ -3,19 +3,21 @@
 
 Usage::
 
-    python -m espnet2.bin.validate_data_dir [--sample_rate 16000] \\
-        [--check_audio true|false] [--require_text true|false] DIR [DIR ...]
+    python -m espnet2.bin.validate_data_dir [--sample_rate 16000] [--nj 4] \\
+        [--check_audio full|header|none] [--require_text true|false] DIR [DIR ...]
 
 Prints one summary line per valid directory, e.g.
 ``data/train: 412 utterances, 9 speakers, 20.3 min (1.2-6.1 s)``. At the first problem
 it prints the error (file, line, utterance, problem and fix) to stderr and exits with
 status 1; the remaining directories are not checked. The checks are listed in
-:func:`espnet2.fileio.kaldi_data_dir.validate_data_dir`.
+:func:`espnet2.fileio.kaldi_data_dir.validate_data_dir`; ``--check_audio header``
+and ``--nj`` are described in :mod:`espnet2.fileio.data_dir_audio`.
 """
 
 import argparse
 from typing import Optional, Sequence
 
+from espnet2.fileio.data_dir_audio import audio_check_mode
 from espnet2.fileio.kaldi_data_dir import DataDirError, validate_data_dir
 from espnet2.utils.tool_logging import (
     add_log_level_argument,
@@ -42,9 +44,22 @@ def get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--check_audio",
-        type=str2bool,
-        default=True,
-        help="Open and decode every audio file (reads all the audio).",
+        type=audio_check_mode,
+        default="full",
+        metavar="{full,header,none}",
+        help="full (or true): open every audio file and decode compressed ones "
+        "whole (reads all the audio; finds corrupt payloads and NaN samples); "
+        "header: read the headers only (rate, channels, length, a WAV's size; "
+        "misses a corrupt FLAC payload and NaN samples, which training then finds "
+        "one at a time: for very large corpora from a trusted conversion); "
+        "none (or false): no audio check.",
+    )
+    parser.add_argument(
+        "--nj",
+        type=int,
+        default=1,
+        help="Processes checking the audio files of a directory; the first problem "
+        "in file order is reported, as with one.",
     )
     parser.add_argument(
         "--require_text",
@@ -78,6 +93,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
                 check_audio=args.check_audio,
                 require_text=args.require_text,
                 duration_tolerance=args.duration_tolerance,
+                nj=args.nj,
             )
         except DataDirError as err:
             exit_with_error("validate_data_dir", str(err))

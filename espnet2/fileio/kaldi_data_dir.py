@@ -22,23 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Sequence, Union
 
-import soundfile
-from tqdm import tqdm
-
-from espnet2.fileio.audio_check import (
-    NONFINITE_FIX,
-    decode_problem,
-    file_nonfinite_problem,
-    format_problem,
-)
-
 Seconds = float
 
 REQUIRED_FILES = ("wav.scp", "utt2spk", "spk2utt")
 # A Kaldi line: the id, then a space or tab, then the value (the rest of the line).
 _LINE_RE = re.compile(r"([^ \t]+)(?:[ \t]+(.*))?")
-# "/path/x.ark:1234": an entry inside a Kaldi archive, not an audio file.
-_ARK_OFFSET_RE = re.compile(r"\.ark:\d+$")
 
 
 class DataDirError(ValueError):
@@ -479,96 +467,13 @@ def _check_transcripts(data_dir: Path, text: Sequence[KaldiLine]) -> None:
             )
 
 
-def _audio_path(entry: KaldiLine, scp: Path) -> Path:
-    """The audio file of a wav.scp entry; pipes and archive entries are rejected."""
-    fix = (
-        "convert the entries to audio files (e.g. with the recipe's audio formatting "
-        "stage, scripts/audio/format_wav_scp.sh) and list their paths."
-    )
-    if entry.value.endswith("|"):
-        problem = f"entry is a pipe command ('{entry.value}'), not an audio file"
-        raise DataDirError(scp, problem, fix, entry.line_no, entry.id)
-    if entry.value.startswith("ark:") or _ARK_OFFSET_RE.search(entry.value):
-        problem = (
-            f"entry points into a Kaldi archive ('{entry.value}'), not an audio file"
-        )
-        raise DataDirError(scp, problem, fix, entry.line_no, entry.id)
-    return Path(entry.value)  # relative paths: from the current directory, as in Kaldi
-
-
-def _audio_seconds(entry: KaldiLine, scp: Path, sample_rate: int) -> Seconds:
-    """Check the audio file of one wav.scp entry and return its duration in seconds."""
-    path = _audio_path(entry, scp)
-    gone_fix = (
-        "re-create the file, or remove the utterance from every file and run "
-        "utils/fix_data_dir.sh."
-    )
-    if not path.is_file():
-        problem = f"audio file '{path}' does not exist"
-        if not path.is_absolute():
-            problem += (
-                f" (relative paths are read from the current directory, {Path.cwd()})"
-            )
-        raise DataDirError(scp, problem, gone_fix, entry.line_no, entry.id)
-    try:
-        info = soundfile.info(str(path))
-    except (soundfile.SoundFileError, RuntimeError) as err:
-        problem = f"cannot read audio file '{path}': {str(err).rstrip('.')}"
-        raise DataDirError(scp, problem, gone_fix, entry.line_no, entry.id) from None
-    problem = decode_problem(path, info)
-    if problem is not None:
-        problem = f"{problem} (file '{path}')"
-        raise DataDirError(scp, problem, gone_fix, entry.line_no, entry.id)
-    bad = format_problem(info, sample_rate)
-    if bad is not None:
-        problem = f"{bad[0]} (file '{path}')"
-        raise DataDirError(scp, problem, bad[1], entry.line_no, entry.id)
-    problem = file_nonfinite_problem(path, info)
-    if problem is not None:
-        problem = f"{problem} (file '{path}')"
-        raise DataDirError(scp, problem, NONFINITE_FIX, entry.line_no, entry.id)
-    return info.frames / info.samplerate
-
-
-def _check_audio(
-    data_dir: Path,
-    files: Dict[str, List[KaldiLine]],
-    sample_rate: int,
-    duration_tolerance: Seconds,
-) -> List[Seconds]:
-    """Check every audio file and its utt2dur entry (step 5).
-
-    Returns:
-        The duration of every utterance in seconds, in wav.scp order.
-    """
-    listed = {line.id: line for line in files.get("utt2dur", [])}
-    durations = []
-    entries = tqdm(
-        files["wav.scp"], desc=f"audio in {data_dir}", unit="utt", disable=None
-    )
-    for entry in entries:
-        seconds = _audio_seconds(entry, data_dir / "wav.scp", sample_rate)
-        line = listed.get(entry.id)
-        if line is not None and abs(float(line.value) - seconds) > duration_tolerance:
-            raise DataDirError(
-                data_dir / "utt2dur",
-                f"duration is {line.value} s but the audio lasts {seconds:.3f} s "
-                f"(tolerance {duration_tolerance} s)",
-                f"regenerate it with `utils/data/get_utt2dur.sh {data_dir}`, "
-                "or delete it.",
-                line.line_no,
-                line.id,
-            )
-        durations.append(seconds)
-    return durations
-
-
 def validate_data_dir(
     data_dir: Union[Path, str],
     sample_rate: int = 16000,
-    check_audio: bool = True,
+    check_audio: Union[bool, str] = True,
     require_text: bool = True,
     duration_tolerance: Seconds = 0.01,
+    nj: int = 1,
 ) -> DataDirSummary:
     """Check a Kaldi-style data directory and summarise it.
 
@@ -586,17 +491,22 @@ def validate_data_dir(
     5. with ``check_audio``: each ``wav.scp`` value is a readable, complete audio file
        (relative paths from the current directory) at ``sample_rate``, mono, not
        empty, without NaN or infinite samples (floating-point files are decoded for
-       this), and as long as ``utt2dur`` says within ``duration_tolerance``.
+       this), and as long as ``utt2dur`` says within ``duration_tolerance``; with
+       ``check_audio="header"`` only what the headers say (not a corrupt compressed
+       payload, nor NaN samples; ``espnet2/fileio/data_dir_audio.py``).
 
     Args:
         data_dir: The data directory, e.g. ``data/train``.
         sample_rate: Expected sample rate of every audio file in Hz.
-        check_audio: Open every audio file (step 5); compressed formats such as FLAC
-            and floating-point WAVs are decoded whole, so this reads all of their
-            audio.
+        check_audio: Step 5: ``True``/``"full"`` opens and checks every audio file
+            (compressed formats such as FLAC and floating-point WAVs are decoded
+            whole, so this reads all of their audio); ``"header"`` reads the
+            headers only; ``False``/``"none"`` skips it.
         require_text: Require a ``text`` file (set False for audio-only SSL data).
         duration_tolerance: Allowed difference between ``utt2dur`` and the audio, in
             seconds.
+        nj: Processes of step 5 (the first problem in file order is reported, as
+            with one).
 
     Returns:
         The summary. Durations come from the audio with ``check_audio``, else from
@@ -605,6 +515,10 @@ def validate_data_dir(
     Raises:
         DataDirError: At the first problem, naming file, line, utterance and fix.
     """
+    # imported here: data_dir_audio imports DataDirError and KaldiLine from here
+    from espnet2.fileio.data_dir_audio import audio_check_mode, check_audio_files
+
+    mode = audio_check_mode(check_audio)
     data_dir = Path(data_dir)
     files = _read_files(data_dir, _data_files(data_dir, require_text))
     _check_same_ids(data_dir, files)
@@ -612,8 +526,11 @@ def validate_data_dir(
     _check_speaker_prefix(data_dir, files["utt2spk"])
     if "text" in files:
         _check_transcripts(data_dir, files["text"])
-    if check_audio:
-        durations = _check_audio(data_dir, files, sample_rate, duration_tolerance)
+    if mode != "none":
+        durations = check_audio_files(
+            data_dir, files["wav.scp"], files.get("utt2dur"), sample_rate,
+            duration_tolerance, mode, nj,
+        )  # fmt: skip
     else:
         durations = [float(line.value) for line in files.get("utt2dur", [])]
     summary = DataDirSummary(

@@ -6,14 +6,17 @@
 # leaves a .done marker holding its options, and is skipped while they stay the same):
 #   1. Data preparation: local/data.sh ${local_data_opts} writes Kaldi-style data dirs
 #      data/<set> (wav.scp, text, utt2spk, spk2utt, utt2dur); every set is then validated
-#      (sorted, consistent ids, readable mono audio at ${fs} Hz, non-empty text).
+#      (sorted, consistent ids, readable mono audio at ${fs} Hz, non-empty text) in ${nj}
+#      processes, decoding every file (--check_audio full) or reading headers only.
 #   2. Duration filtering: ${dumpdir}/raw/<set> = data/<set> without the utterances
 #      shorter than ${min_wav_duration} s or longer than ${max_wav_duration} s (training
 #      sets only; test sets are kept whole), listed in ${dumpdir}/raw/<set>/filtered_utts.
 #      With --train_hours H, train_set is cut to a seeded random subset of H hours
 #      (nested: a larger H keeps a superset); use one --dumpdir per H.
 #   3. HuBERT targets (skipped when the objective needs no labels, e.g. wav2vec 2.0):
-#      ${target_type} features of the train and valid sets, faiss k-means with
+#      ${target_type} features of the train and valid sets (${nj} shards in parallel
+#      processes: on the CPU, or for model features one per GPU with --ngpu > 0,
+#      logs in <feats>/log/dump.<j>.log), faiss k-means with
 #      ${n_clusters} clusters on a seeded sample of train, one label per CNN frame:
 #      ${dumpdir}/targets/<tag>/{<set>/text,tokens.txt,kmeans/}. A fairseq wav2vec 2.0
 #      or HuBERT checkpoint (--target_model x.pt, --target_type ssl) is first converted
@@ -61,8 +64,9 @@ log() {
 # General
 stage=1                 # first stage to run
 stop_stage=10000        # last stage to run
-nj=4                    # parallel jobs of the feature dumps
-ngpu=0                  # GPUs per node for pretraining and fine-tuning (0: CPU)
+nj=4                    # parallel jobs of the data validation and the feature dumps (shards)
+ngpu=0                  # GPUs per node for pretraining, fine-tuning and model feature dumps (0: CPU)
+deterministic=false     # true: cuDNN deterministic algorithms, no benchmark, in every training (slower)
 num_nodes=1             # nodes for pretraining and fine-tuning (> 1: needs --cuda_cmd)
 cuda_cmd=""             # num_nodes > 1: Kaldi-style job script of the cluster (slurm.pl, queue.pl)
 dumpdir=dump            # filtered sets, features and labels
@@ -74,6 +78,7 @@ labeled_set=""          # labeled subset used for fine-tuning (optional)
 valid_set=""            # validation set (required)
 test_sets=""            # evaluation sets, space separated (optional)
 fs=16000                # sample rate of the audio in Hz
+check_audio=full        # stage 1: full (decode every file) or header (headers only; misses corrupt payloads, NaN)
 min_wav_duration=0.1    # shortest training utterance in seconds (the CNN needs 0.025 s)
 max_wav_duration=20     # longest training utterance in seconds (memory)
 train_hours=""          # pretrain on a seeded subset of this many hours of train_set (empty: all)
@@ -121,8 +126,13 @@ Usage: $0 --train_set <set> --valid_set <set> [options]
 Options:
     --stage               # first stage to run (default="${stage}")
     --stop_stage          # last stage to run (default="${stop_stage}")
-    --nj                  # parallel jobs of the feature dumps (default="${nj}")
-    --ngpu                # GPUs per node for training, 0 for CPU (default="${ngpu}")
+    --nj                  # parallel jobs of the validation and the feature dumps (default="${nj}")
+    --ngpu                # GPUs per node for training and model feature dumps, 0 for CPU (default="${ngpu}")
+    --deterministic       # true: --cudnn_deterministic true --cudnn_benchmark false for every
+                          # training; false: the training config decides (the pretraining
+                          # configs: benchmark on, not deterministic: faster convolutions for the
+                          # waveform CNN and the positional conv; cost on a GPU not measured
+                          # yet). Not part of the .done stamps (default="${deterministic}")
     --num_nodes           # nodes for training (default="${num_nodes}")
     --cuda_cmd            # num_nodes > 1: job script, e.g. "utils/slurm.pl" (default="${cuda_cmd}")
     --dumpdir             # filtered sets, features and labels (default="${dumpdir}")
@@ -133,6 +143,9 @@ Options:
     --valid_set           # validation set in data/ (required)
     --test_sets           # evaluation sets, space separated (default="${test_sets}")
     --fs                  # sample rate of the audio in Hz (default="${fs}")
+    --check_audio         # stage 1: full decodes every audio file; header reads headers only
+                          # (fast; misses corrupt FLAC payloads and NaN samples, found later
+                          # by training one at a time) (default="${check_audio}")
     --min_wav_duration    # shortest training utterance, s (default="${min_wav_duration}")
     --max_wav_duration    # longest training utterance, s (default="${max_wav_duration}")
     --train_hours         # seeded subset of train_set, in hours; empty = all (default="${train_hours}")
@@ -177,6 +190,7 @@ if [ $# -ne 0 ]; then
 fi
 [ -n "${train_set}" ] || { log "Error: --train_set is required"; exit 2; }
 [ -n "${valid_set}" ] || { log "Error: --valid_set is required"; exit 2; }
+case "${check_audio}" in full|header) ;; *) log "Error: --check_audio must be full or header, not '${check_audio}'"; exit 2 ;; esac
 if [ "${num_nodes}" -gt 1 ] && [ -z "${cuda_cmd}" ]; then
     log "Error: --num_nodes ${num_nodes} needs --cuda_cmd, the cluster's job script (e.g. ESPnet's utils/slurm.pl)"
     exit 2
@@ -262,6 +276,8 @@ make_targets() {
     rm -f "${dir}/.done"
     local feat_opts=(--feature_type "${type}")
     [ -z "${layer}" ] || feat_opts+=(--layer "${layer}")
+    # model features: one process per GPU (bf16, checked against fp32), or on the CPU
+    if [ "${type}" = mfcc ]; then :; elif [ "${ngpu}" -gt 0 ]; then feat_opts+=(--ngpu "${ngpu}"); else feat_opts+=(--device cpu); fi
     if [ "${type}" != mfcc ]; then
         [ -f "${model}" ] || { log "Error: ${type} targets need --target_model, a model file ('${model}' does not exist)"; exit 1; }
         case "${model}" in
@@ -271,7 +287,7 @@ make_targets() {
     fi
     local dset
     for dset in "${train_set}" "${valid_set}"; do
-        log "targets ${tag}: ${type} features of ${dset}"
+        log "targets ${tag}: ${type} features of ${dset} (logs: ${dir}/feats/${dset}/log/dump.*.log)"
         # no more shards than utterances, as ESPnet's recipes do
         local num_utts set_nj
         num_utts=$(wc -l < "${dumpdir}/raw/${dset}/wav.scp")
@@ -359,7 +375,7 @@ pretrain() {
     fi
     # shellcheck disable=SC2046,SC2086
     train_or_fail ssl_train "${exp}" --config "${exp}/train_config.yaml" \
-        --ngpu "${ngpu}" $(dist_options "${exp}") --resume true --token_type word \
+        --ngpu "${ngpu}" $(dist_options "${exp}") $(cudnn_options) --resume true --token_type word \
         "${data_opts[@]}" --output_dir "${exp}" ${ssl_args}
     log "pretraining: statistics against updates and hours seen in ${exp}/images_budget"
     python -m espnet2.bin.ssl_plot_stats "${exp}"
@@ -388,6 +404,14 @@ dist_options() {
     if [ "${ngpu}" -gt 1 ] && [ "${num_nodes}" -le 1 ]; then
         echo "--multiprocessing_distributed true --dist_init_method file://$(cd "$1" && pwd)/.dist_init_$$"
     fi
+}
+
+# cudnn_options: with --deterministic true, the options that make cuDNN deterministic
+# (they override the training config); nothing otherwise. Left out of the .done and
+# .options stamps: a run may be resumed with the other setting (same model, other
+# rounding), and a finished experiment is not retrained for it
+cudnn_options() {
+    if "${deterministic}"; then echo "--cudnn_deterministic true --cudnn_benchmark false"; fi
 }
 
 # train_or_fail TOOL EXP ARGS...: python -m espnet2.bin.TOOL ARGS > EXP/train.log
@@ -557,7 +581,7 @@ finetune() {
     mapfile -t data_opts < <(asr_data_options "${unit}")
     # shellcheck disable=SC2046,SC2086
     train_or_fail asr_train "${exp}" --config "${exp}/train_config.yaml" \
-        --ngpu "${ngpu}" $(dist_options "${exp}") --resume true $(asr_token_options "${unit}") \
+        --ngpu "${ngpu}" $(dist_options "${exp}") $(cudnn_options) --resume true $(asr_token_options "${unit}") \
         "${data_opts[@]}" \
         --train_shape_file "${stats}/train/speech_shape" \
         --train_shape_file "${stats}/train/text_shape" \
@@ -721,7 +745,8 @@ if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
         # shellcheck disable=SC2086
         local/data.sh ${local_data_opts}
         # shellcheck disable=SC2046
-        python -m espnet2.bin.validate_data_dir --sample_rate "${fs}" $(printf 'data/%s ' ${sets})
+        python -m espnet2.bin.validate_data_dir --sample_rate "${fs}" --nj "${nj}" \
+            --check_audio "${check_audio}" $(printf 'data/%s ' ${sets})
         mkdir -p data
         echo "${stamp}" > "${done_file}"
     fi

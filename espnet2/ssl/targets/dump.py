@@ -5,7 +5,14 @@ shards numbered 1..nj as Kaldi's ``run.pl JOB=1:nj`` numbers jobs. Shard ``i`` w
 
     out_dir/feats.i.ark, feats.i.scp   features (T, D) float32, kaldiio's format
     out_dir/utt2num_frames.i           frames per utterance
-    out_dir/feats.i.done               what was dumped (the dumper's description)
+    out_dir/feats.i.done               what was dumped (the dumper's description
+                                       and precision, the shard's lines)
+
+Within a shard, utterances are computed in batches of similar length, longest first
+(``espnet2/ssl/targets/dump_audio.py``), so ``feats.i.ark`` holds them in that order;
+``feats.i.scp`` and ``utt2num_frames.i`` list them in wav.scp order. The features of
+an utterance do not depend on the batching (``FeatureDumper.extract``), nor on
+``nj`` or on which process ran the shard.
 
 Each file is written under a temporary name and renamed when complete, and the done
 marker comes last, so an interrupted shard leaves no file that looks finished. A
@@ -26,17 +33,17 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import kaldiio
 import numpy as np
-import soundfile
-import torch
 import yaml
 from tqdm import tqdm
 
 from espnet2.fileio.kaldi_data_dir import DataDirError, KaldiLine, read_two_column_file
+from espnet2.ssl.targets.dump_audio import padded_batch, shard_batches
 from espnet2.ssl.targets.dumpers.base import FeatureDumper, FeatureDumpError
+from espnet2.ssl.targets.precision import DEFAULT_TOLERANCE, check_bf16
 
 PathLike = Union[Path, str]
 Seconds = float
@@ -77,110 +84,13 @@ def shard_ranges(num_items: int, nj: int) -> List[range]:
     return [range(starts[i], starts[i + 1]) for i in range(nj)]
 
 
-def _audio_error(
-    wav_scp: PathLike, line: KaldiLine, problem: str, fix: str
-) -> DataDirError:
-    return DataDirError(wav_scp, problem, fix, line.line_no, line.id)
-
-
-def load_audio(wav_scp: PathLike, line: KaldiLine, sample_rate: int) -> np.ndarray:
-    """Read one utterance's audio as float32 in [-1, 1].
-
-    Args:
-        wav_scp: The scp, for messages.
-        line: Its line: the utterance id and the audio path.
-        sample_rate: The rate the features need (16000).
-
-    Returns:
-        Samples (S,) float32.
-
-    Raises:
-        DataDirError: A command (``... |``) or archive entry instead of a file, a
-            missing or unreadable file, several channels or another sample rate;
-            the message names the scp line, the utterance and the file.
-    """
-    path = line.value
-    if path.endswith("|") or ".ark:" in path:
-        raise _audio_error(
-            wav_scp, line, f"'{path}' is a command or archive entry, not a file",
-            "dump the audio to files first (scripts/audio/format_wav_scp.sh).",
-        )  # fmt: skip
-    if not Path(path).is_file():
-        raise _audio_error(
-            wav_scp, line, f"audio file '{path}' does not exist",
-            "fix the path in wav.scp, or remove the utterance with "
-            "utils/fix_data_dir.sh.",
-        )  # fmt: skip
-    try:
-        samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError, ValueError) as err:
-        raise _audio_error(
-            wav_scp, line, f"cannot read audio file '{path}' ({err})",
-            "re-create the file, or check it with espnet2.bin.validate_data_dir.",
-        ) from None  # fmt: skip
-    if rate != sample_rate:
-        raise _audio_error(
-            wav_scp, line, f"'{path}' is sampled at {rate} Hz, not {sample_rate} Hz",
-            f"resample the data to {sample_rate} Hz in data preparation (e.g. "
-            f"scripts/audio/format_wav_scp.sh --fs {sample_rate}).",
-        )  # fmt: skip
-    if samples.shape[1] != 1:
-        raise _audio_error(
-            wav_scp, line, f"'{path}' has {samples.shape[1]} channels, not 1",
-            "convert the audio to mono in data preparation.",
-        )  # fmt: skip
-    return samples[:, 0]
-
-
-def _check_long_enough(
-    wav_scp: PathLike, line: KaldiLine, num_samples: int, dumper: FeatureDumper
-) -> None:
-    shortest = dumper.min_samples()
-    if shortest is not None and num_samples < shortest:
-        raise _audio_error(
-            wav_scp, line,
-            f"'{line.value}' has {num_samples} samples, fewer than the {shortest} "
-            f"that one {dumper.name} frame needs",
-            "remove utterances this short in data preparation (min_wav_duration).",
-        )  # fmt: skip
-
-
-def _batches(
-    wav_scp: PathLike,
-    lines: Sequence[KaldiLine],
-    dumper: FeatureDumper,
-    max_samples: int,
-) -> Iterator[List[Tuple[KaldiLine, np.ndarray]]]:
-    """Read the audio in order and yield batches whose padded size fits the budget.
-
-    A batch of B utterances costs ``B * longest`` samples; one utterance longer
-    than the budget is a batch of its own.
-    """
-    batch: List[Tuple[KaldiLine, np.ndarray]] = []
-    longest = 0
-    for line in lines:
-        audio = load_audio(wav_scp, line, dumper.sample_rate)
-        _check_long_enough(wav_scp, line, len(audio), dumper)
-        longest_with = max(longest, len(audio))
-        if batch and (len(batch) + 1) * longest_with > max_samples:
-            yield batch
-            batch, longest_with = [], len(audio)
-        batch.append((line, audio))
-        longest = longest_with
-    if batch:
-        yield batch
-
-
 def _extract_batch(
     wav_scp: PathLike,
     batch: List[Tuple[KaldiLine, np.ndarray]],
     dumper: FeatureDumper,
 ) -> List[np.ndarray]:
     """Features of a batch; a failure is re-run alone to name its utterance."""
-    lengths = torch.tensor([len(audio) for _, audio in batch], dtype=torch.long)
-    speech = torch.zeros(len(batch), int(lengths.max()))  # (B, S)
-    for row, (_, audio) in enumerate(batch):
-        speech[row, : len(audio)] = torch.from_numpy(audio)
+    speech, lengths = padded_batch(batch)
     try:
         feats = dumper.extract(speech, lengths)
     except FeatureDumpError as err:
@@ -208,7 +118,7 @@ def _where(wav_scp: PathLike, line: KaldiLine) -> str:
 
 def _write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # shards may race
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
@@ -246,15 +156,21 @@ def shard_is_done(out_dir: Path, index: int, marker: str) -> bool:
     return paths["done"].read_text(encoding="utf-8") == marker
 
 
-def _retarget_scp(scp: Path, old_ark: Path, new_ark: Path) -> str:
-    """The lines of ``scp`` with ``old_ark:offset`` turned into ``new_ark:offset``."""
-    lines = []
+def _final_scp(
+    scp: Path, old_ark: Path, new_ark: Path, lines: Sequence[KaldiLine]
+) -> str:
+    """``scp``'s entries in the order of ``lines``, ``old_ark`` renamed ``new_ark``.
+
+    The archive holds the utterances in the order they were computed (by length);
+    the scp lists them in wav.scp order with their byte offsets.
+    """
+    location_of = {}
     for entry in scp.read_text(encoding="utf-8").splitlines():
         utt, location = entry.split(" ", 1)
         ark, offset = location.rsplit(":", 1)
         assert ark == str(old_ark), (ark, old_ark)
-        lines.append(f"{utt} {new_ark}:{offset}\n")
-    return "".join(lines)
+        location_of[utt] = f"{new_ark}:{offset}"
+    return "".join(f"{line.id} {location_of[line.id]}\n" for line in lines)
 
 
 @dataclass
@@ -283,37 +199,65 @@ def plan_shards(
     return shards
 
 
+@dataclass
+class _ShardOptions:
+    """How a shard is computed: batch budget, bf16 tolerance, progress bar."""
+
+    max_samples: int
+    bf16_tolerance: float
+    show_progress: bool
+
+
+def _write_batches(
+    wav_scp: PathLike,
+    shard: _Shard,
+    dumper: FeatureDumper,
+    options: _ShardOptions,
+    writer: kaldiio.WriteHelper,
+) -> Dict[str, int]:
+    """Compute and write every batch of a shard; the frames per utterance."""
+    frames: Dict[str, int] = {}
+    progress = tqdm(
+        total=len(shard.lines),
+        desc=f"{dumper.name} shard {shard.index}",
+        unit="utt",
+        disable=not options.show_progress,
+    )
+    with progress:
+        for batch in shard_batches(wav_scp, shard.lines, dumper, options.max_samples):
+            feats = _extract_batch(wav_scp, batch, dumper)
+            if dumper.bf16 and not frames:  # the first batch of the shard
+                where = f"{wav_scp} shard {shard.index}: "
+                check_bf16(
+                    dumper, *padded_batch(batch), feats, options.bf16_tolerance, where
+                )
+            for (line, _), matrix in zip(batch, feats):
+                writer(line.id, matrix)
+                frames[line.id] = matrix.shape[0]
+            progress.update(len(batch))
+    return frames
+
+
 def _dump_shard(
     wav_scp: PathLike,
     out_dir: Path,
     shard: _Shard,
     dumper: FeatureDumper,
-    max_samples: int,
-    show_progress: bool,
+    options: _ShardOptions,
 ) -> None:
     """Write one shard's ark, scp and utt2num_frames, then its done marker."""
     paths = _shard_paths(out_dir, shard.index)
     paths["done"].unlink(missing_ok=True)
     tmp_ark = paths["ark"].with_name(paths["ark"].name + ".partial")
     tmp_scp = paths["scp"].with_name(paths["scp"].name + ".partial")
-    frames = []
-    progress = tqdm(
-        total=len(shard.lines),
-        desc=f"{dumper.name} shard {shard.index}",
-        unit="utt",
-        disable=not show_progress,
-    )
-    with kaldiio.WriteHelper(f"ark,scp:{tmp_ark},{tmp_scp}") as writer, progress:
-        for batch in _batches(wav_scp, shard.lines, dumper, max_samples):
-            for (line, _), feats in zip(batch, _extract_batch(wav_scp, batch, dumper)):
-                writer(line.id, feats)
-                frames.append(f"{line.id} {feats.shape[0]}\n")
-            progress.update(len(batch))
+    with kaldiio.WriteHelper(f"ark,scp:{tmp_ark},{tmp_scp}") as writer:
+        frames = _write_batches(wav_scp, shard, dumper, options, writer)
     os.replace(tmp_ark, paths["ark"])
     absolute_ark = Path(os.path.abspath(paths["ark"]))
-    _write_text(paths["scp"], _retarget_scp(tmp_scp, tmp_ark, absolute_ark))
+    _write_text(paths["scp"], _final_scp(tmp_scp, tmp_ark, absolute_ark, shard.lines))
     tmp_scp.unlink()
-    _write_text(paths["utt2num_frames"], "".join(frames))
+    counts = "".join(f"{line.id} {frames[line.id]}\n" for line in shard.lines)
+    _write_text(paths["utt2num_frames"], counts)
     _write_text(paths["done"], shard.marker)
 
 
@@ -348,6 +292,25 @@ def merge_shards(
     return DumpSummary(len(frames), sum(frames), out_dir / "feats.scp")
 
 
+def dump_description(dumper: FeatureDumper) -> Dict:
+    """What the done markers and ``feats.yaml`` record: the dumper and its precision.
+
+    Args:
+        dumper: The dumper, with ``bf16`` set as it will run.
+
+    Returns:
+        ``dumper.describe()`` plus ``precision`` (``bfloat16`` or ``float32``).
+    """
+    return dict(dumper.describe(), precision="bfloat16" if dumper.bf16 else "float32")
+
+
+def _check_options(nj: int, shard: Optional[int], batch_seconds: Seconds) -> None:
+    if shard is not None and not 1 <= shard <= nj:
+        raise FeatureDumpError(f"shard {shard} does not exist. Fix: use 1..{nj}.")
+    if batch_seconds <= 0:
+        raise FeatureDumpError(f"batch_seconds must be > 0, got {batch_seconds}.")
+
+
 def dump_features(
     wav_scp: PathLike,
     out_dir: PathLike,
@@ -356,13 +319,17 @@ def dump_features(
     shard: Optional[int] = None,
     batch_seconds: Seconds = 100.0,
     show_progress: Optional[bool] = None,
+    bf16_tolerance: float = DEFAULT_TOLERANCE,
 ) -> Optional[DumpSummary]:
     """Dump the features of every utterance of ``wav_scp`` (see the module doc).
+
+    Runs in this process, shard after shard; ``espnet2/ssl/targets/launch.py``
+    runs the shards in parallel processes, each calling this with ``shard``.
 
     Args:
         wav_scp: ``<utt> <audio file>`` lines, sorted (16 kHz mono files).
         out_dir: Where the archives go (created if needed).
-        dumper: The features to compute.
+        dumper: The features to compute (with ``bf16`` set as it should run).
         nj: Number of shards (jobs), 1..number of utterances.
         shard: Run only this shard (1..nj), e.g. ``JOB`` of ``run.pl JOB=1:nj``;
             None runs every unfinished shard.
@@ -370,6 +337,8 @@ def dump_features(
             it if the GPU runs out of memory.
         show_progress: A progress bar per shard; None shows it when stderr is a
             terminal.
+        bf16_tolerance: With ``dumper.bf16``: the largest relative error of the
+            bf16 features of each shard's first batch against float32.
 
     Returns:
         The merged summary once every shard is done, else None (other shards are
@@ -378,28 +347,62 @@ def dump_features(
     Raises:
         DataDirError: A malformed wav.scp, or audio that is missing, unreadable,
             multi-channel, not 16 kHz or shorter than one frame.
-        FeatureDumpError: Bad options, or features that are NaN or Inf.
+        FeatureDumpError: Bad options, features that are NaN or Inf, or bf16
+            features beyond the tolerance.
     """
     wav_scp, out_dir = Path(wav_scp), Path(out_dir)
-    if shard is not None and not 1 <= shard <= nj:
-        raise FeatureDumpError(f"shard {shard} does not exist. Fix: use 1..{nj}.")
-    if batch_seconds <= 0:
-        raise FeatureDumpError(f"batch_seconds must be > 0, got {batch_seconds}.")
-    description = dumper.describe()
+    _check_options(nj, shard, batch_seconds)
+    description = dump_description(dumper)
     shards = plan_shards(wav_scp, nj, description, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     show = sys.stderr.isatty() if show_progress is None else show_progress
-    max_samples = int(batch_seconds * dumper.sample_rate)
+    options = _ShardOptions(
+        int(batch_seconds * dumper.sample_rate), bf16_tolerance, show
+    )
     for item in shards if shard is None else [shards[shard - 1]]:
         if shard_is_done(out_dir, item.index, item.marker):
             logging.info(f"{out_dir}: shard {item.index}/{nj} is done; skipped")
             continue
         for name in ("feats.scp", "utt2num_frames", "feats.yaml"):
             (out_dir / name).unlink(missing_ok=True)  # stale once a shard changes
-        _dump_shard(wav_scp, out_dir, item, dumper, max_samples, show)
+        _dump_shard(wav_scp, out_dir, item, dumper, options)
         logging.info(f"{out_dir}: shard {item.index}/{nj} written")
     pending = [s.index for s in shards if not shard_is_done(out_dir, s.index, s.marker)]
     if pending:
         logging.info(f"{out_dir}: shards {pending} are still to run; not merged yet")
         return None
+    return merge_shards(out_dir, nj, description, wav_scp)
+
+
+def merge_finished(wav_scp: PathLike, out_dir: PathLike, nj: int) -> DumpSummary:
+    """Merge shards that other processes dumped, after checking their markers.
+
+    The dumper is read from shard 1's done marker (the launcher never loads the
+    model); every shard must be done with that dumper and its own lines.
+
+    Args:
+        wav_scp: The scp the shards were made from.
+        out_dir: Their directory.
+        nj: The number of shards.
+
+    Returns:
+        The merged summary.
+
+    Raises:
+        FeatureDumpError: A shard is missing or was made by another dumper or
+            from other lines.
+    """
+    wav_scp, out_dir = Path(wav_scp), Path(out_dir)
+    first = _shard_paths(out_dir, 1)["done"]
+    description = None
+    if first.is_file():
+        description = yaml.safe_load(first.read_text(encoding="utf-8"))["dumper"]
+    shards = plan_shards(wav_scp, nj, description, out_dir)
+    pending = [s.index for s in shards if not shard_is_done(out_dir, s.index, s.marker)]
+    if description is None or pending:
+        raise FeatureDumpError(
+            f"{out_dir}: shards {pending or [1]} of {nj} are not done with the same "
+            "features and lines as the others. Fix: run the dump again; finished "
+            "shards are kept."
+        )
     return merge_shards(out_dir, nj, description, wav_scp)

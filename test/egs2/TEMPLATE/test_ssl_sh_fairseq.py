@@ -43,7 +43,7 @@ finetune() { echo "finetune $*" >> calls.txt; }
 """
 SETTINGS = """
 set -euo pipefail
-expdir=exp dumpdir=dump train_set=train valid_set=valid nj=1 fs=16000
+expdir=exp dumpdir=dump train_set=train valid_set=valid nj=1 fs=16000 ngpu=0
 kmeans_fraction=0.1 kmeans_max_frames=1000 kmeans_seed=0 keep_target_feats=false
 ssl_config=conf/hubert.yaml ssl_iterations=1 ssl_tag=ssl_x asr_tag=asr_x
 asr_config=conf/asr.yaml token_type=char asr_args="" asr_baseline=false

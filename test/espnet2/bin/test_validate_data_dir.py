@@ -83,8 +83,21 @@ def test_boolean_options_take_true_and_false(value, expected):
     args = get_parser().parse_args(
         ["--check_audio", value, "--require_text", value, "d"]
     )
-    assert args.check_audio is expected and args.require_text is expected
-    assert args.sample_rate == 16000 and args.data_dirs == ["d"]
+    assert args.check_audio == ("full" if expected else "none")
+    assert args.require_text is expected
+    assert args.sample_rate == 16000 and args.data_dirs == ["d"] and args.nj == 1
+
+
+@pytest.mark.parametrize("value", ["full", "header", "none", "HEADER"])
+def test_check_audio_takes_the_three_depths(value):
+    args = get_parser().parse_args(["--check_audio", value, "d"])
+    assert args.check_audio == value.lower()
+
+
+def test_check_audio_refuses_an_unknown_depth(capsys):
+    with pytest.raises(SystemExit):
+        get_parser().parse_args(["--check_audio", "partial", "d"])
+    assert "--check_audio" in capsys.readouterr().err
 
 
 def test_main_skips_audio_and_text_when_told(tmp_path, capsys):

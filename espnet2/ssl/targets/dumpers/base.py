@@ -87,10 +87,13 @@ class FeatureDumper(abc.ABC):
         name: The registry name (``mfcc``, ``ssl``, ``asr``).
         sample_rate: Input sample rate in Hz (16000).
         device: Where the computation runs.
+        bf16: Run ``_forward`` under bf16 autocast on ``device`` (set by the dump
+            tool, see ``espnet2/ssl/targets/precision.py``); outputs are float32.
     """
 
     name: str = ""
     sample_rate: int = SAMPLE_RATE
+    bf16: bool = False
 
     def __init__(self, device: str = "auto"):
         """Resolves the device.
@@ -192,9 +195,11 @@ class FeatureDumper(abc.ABC):
         batch = speech[indices, :longest].float()  # (B', S')
         valid = torch.arange(longest) < group_lengths.unsqueeze(1)  # (B', S')
         batch = batch.masked_fill(~valid, 0.0)  # the contract of _forward
-        feats, feats_lengths = self._forward(
-            batch.to(self.device), group_lengths.to(self.device)
-        )
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
+            feats, feats_lengths = self._forward(
+                batch.to(self.device), group_lengths.to(self.device)
+            )
+        feats = feats.float().cpu()  # (B', T, D): one device-to-host copy
         results = []
         for row, (num_samples, num_frames) in enumerate(
             zip(group_lengths.tolist(), feats_lengths.tolist())
@@ -205,7 +210,7 @@ class FeatureDumper(abc.ABC):
                     f"{self.name} dumper: the model gave {num_frames} frames for "
                     f"{num_samples} samples, but its frontend implies {expected}"
                 )
-            matrix = feats[row, :num_frames].float().cpu().numpy()  # (T, D)
+            matrix = feats[row, :num_frames].numpy()  # (T, D)
             if matrix.shape[0] != num_frames:
                 raise RuntimeError(
                     f"{self.name} dumper: the model reports {num_frames} frames "
