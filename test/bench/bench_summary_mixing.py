@@ -21,6 +21,10 @@ reduced copy (``--size small``: 256-channel CNN, 256 wide, 8 blocks, 4 heads, FF
   otherwise train;
 * ``summary_mixing_lite`` (only with ``--variants``): the summary without the local
   branch;
+* ``sdpa_attention`` (only with ``--variants``): the same block with plain
+  multi-head self-attention through torch's ``scaled_dot_product_attention``
+  (``mixer: self_attention``, the YAML's absolute positions, ``use_sdpa: true``,
+  attention dropout 0.1): the fastest attention of the same block on a GPU;
 * ``transformer`` (only with ``--variants``, ``--size base``): wav2vec 2.0 BASE as is
   (``train_ssl_wav2vec2_base.yaml``, post-LN transformer, 95 M parameters), for the
   cost of sequence length (crop) of the standard model:
@@ -68,10 +72,19 @@ and step peak memory ratio <= 0.70 (the paper reports 18 % / 23 % less on GPU);
 growth with length is reported as successive time ratios (linear = the crop ratio,
 2.0) and a least-squares line time = a + b * crop per variant.
 
+On a GPU (``--device cuda``, ``--dtype bf16`` for bf16 autocast around the forward):
+steps are timed between ``torch.cuda.synchronize`` calls, each timed step records the
+CUDA allocator's ``max_memory_allocated`` (``cuda_peak_mb_max``), and the memory
+measure replaces the profiler's records by the allocator: ``peak_tensor_mb`` is the
+measured step's ``max_memory_allocated``, ``step_peak_tensor_mb`` that minus what was
+allocated at its start; no RSS is read and ``contended`` is None. ``--size tiny``
+(64 wide, 2 blocks, 2 heads) is a smoke test.
+
 Run from the repository root:
 ``tools/venv/bin/python test/bench/bench_summary_mixing.py`` (about 35 min on 2
-idle cores). Writes one JSON line per (variant, crop), a summary line of ratios, and
-``bench/results/summary_mixing_step.json``.
+idle cores; on a GPU, e.g. ``--device cuda --dtype bf16 --crops 16 32 --variants
+summary_mixing sdpa_attention self_attention``). Writes one JSON line per (variant,
+crop), a summary line of ratios, and ``bench/results/summary_mixing_step.json``.
 """
 
 import argparse
@@ -86,9 +99,16 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 import yaml
-from bench_env import loadavg
+from bench_env import (
+    device_facts,
+    device_peak_mb,
+    loadavg,
+    reset_device_peak,
+    synchronize,
+)
 from bench_wav2vec2_step import (
     CONTENDED_CPU_SHARE,
+    DTYPES,
     REPO_ROOT,
     SAMPLE_RATE,
     OursStep,
@@ -106,8 +126,11 @@ SM_YAML = (
     "egs2/librispeech/ssl2/conf/tuning/train_ssl_wav2vec2_summary_mixing_base.yaml"
 )
 W2V2_YAML = "egs2/librispeech/ssl2/conf/tuning/train_ssl_wav2vec2_base.yaml"
-# --size small as overrides: (CNN channels, width, heads, FFN, blocks)
-SMALL = dict(channels=256, dim=256, heads=4, ffn=1024, blocks=8)
+# --size small and tiny as overrides: (CNN channels, width, heads, FFN, blocks)
+SIZES = {
+    "small": dict(channels=256, dim=256, heads=4, ffn=1024, blocks=8),
+    "tiny": dict(channels=64, dim=64, heads=2, ffn=128, blocks=2),  # smoke test
+}
 VARIANTS = ("summary_mixing", "self_attention", "espnet_conformer")
 REFERENCES = ("self_attention", "espnet_conformer")  # ratio denominators
 TARGET_VARIANT, TARGET_REFERENCE = "summary_mixing", "self_attention"
@@ -117,25 +140,27 @@ MB = 2**20
 
 # ---------------------------------------------------------------- configs
 def load_config(size: str) -> Dict:
-    """The SummaryMixing BASE YAML as a dict (``small``: resized), layer drop 0."""
+    """The SummaryMixing BASE YAML as a dict (``small``, ``tiny``: resized), layer
+    drop 0."""
     with open(REPO_ROOT / SM_YAML) as f:
         conf = yaml.safe_load(f)
     enc = conf["encoder_conf"]
     enc["layer_drop_rate"] = 0.0
-    if size == "small":
+    if size in SIZES:
+        arch = SIZES[size]
         shapes = conf["frontend_conf"]["shapes"]
         conf["frontend_conf"]["shapes"] = [
-            [SMALL["channels"], k, s] for _, k, s in shapes
+            [arch["channels"], k, s] for _, k, s in shapes
         ]
-        conf["preencoder_conf"]["output_size"] = SMALL["dim"]
-        conf["loss"][0]["conf"]["feature_size"] = SMALL["channels"]
+        conf["preencoder_conf"]["output_size"] = arch["dim"]
+        conf["loss"][0]["conf"]["feature_size"] = arch["channels"]
         enc.update(
-            output_size=SMALL["dim"],
-            attention_heads=SMALL["heads"],
-            linear_units=SMALL["ffn"],
-            num_blocks=SMALL["blocks"],
-            local_units=[SMALL["dim"]],
-            summary_units=[SMALL["dim"]],
+            output_size=arch["dim"],
+            attention_heads=arch["heads"],
+            linear_units=arch["ffn"],
+            num_blocks=arch["blocks"],
+            local_units=[arch["dim"]],
+            summary_units=[arch["dim"]],
         )
     return conf
 
@@ -176,6 +201,8 @@ def variant_config(conf: Dict, variant: str) -> Dict:
             pos_enc_layer_type="rel_pos",
             attention_dropout_rate=0.1,
         )
+    elif variant == "sdpa_attention":
+        enc.update(mixer="self_attention", attention_dropout_rate=0.1, use_sdpa=True)
     elif variant == "espnet_conformer":
         conf["encoder"] = "conformer"
         conf["encoder_conf"] = conformer_config(enc)
@@ -208,6 +235,8 @@ def measure_step(step: "Step", seed: int) -> Dict[str, float]:
     (the peak above all of these) and ``peak_tensor_mb`` (the sum: the peak a
     GPU's ``max_memory_allocated`` would report).
     """
+    if step.device.type == "cuda":
+        return measure_step_cuda(step, seed)
     counter = FlopCounterMode(display=False, custom_mapping=CPU_SDPA_FLOPS)
 
     def first_step() -> None:
@@ -230,6 +259,37 @@ def measure_step(step: "Step", seed: int) -> Dict[str, float]:
     }
 
 
+def measure_step_cuda(step: "Step", seed: int) -> Dict[str, float]:
+    """``measure_step`` on a GPU: the CUDA allocator instead of the profiler.
+
+    The measured step's ``max_memory_allocated`` is ``peak_tensor_mb`` and also
+    ``cuda_max_memory_allocated_mb``; ``step_peak_tensor_mb`` is that minus what
+    was allocated at the step's start (the parameters, buffers, batch, AdamW's state
+    and ``retained_mb``).
+    """
+    with FlopCounterMode(display=False, custom_mapping=CPU_SDPA_FLOPS) as counter:
+        step()  # also creates AdamW's state; ends with the gradients freed
+    torch.manual_seed(seed)
+    synchronize(step.device)
+    start = reset_device_peak(step.device)
+    step()
+    synchronize(step.device)
+    peak = device_peak_mb(step.device) * MB
+    model = step.model
+    static = tensor_bytes([*model.parameters(), *model.buffers(), step.speech])
+    state = [t for s in step.optimizer.state.values() for t in s.values()]
+    state_bytes = tensor_bytes([t for t in state if torch.is_tensor(t)])
+    return {
+        "gflop_step": counter.get_total_flops() / 1e9,
+        "static_mb": static / MB,
+        "adamw_state_mb": state_bytes / MB,
+        "retained_mb": (start - static - state_bytes) / MB,
+        "step_peak_tensor_mb": (peak - start) / MB,
+        "peak_tensor_mb": peak / MB,
+        "cuda_max_memory_allocated_mb": peak / MB,
+    }
+
+
 # ---------------------------------------------------------------- steps
 class Step(OursStep):
     """``OursStep`` that frees the gradients after its update, as ESPnet's trainer."""
@@ -247,16 +307,18 @@ def make_steps(
     generator = torch.Generator().manual_seed(args.seed)
     num_samples = int(crop * SAMPLE_RATE)
     speech = 0.1 * torch.randn(args.batch_size, num_samples, generator=generator)
+    speech = speech.to(args.device)
     steps = []
     for name, model in models.items():
-        step = Step(model, speech, conf)  # speech: (B, S), no padding
+        step = Step(model, speech, conf, args.dtype)  # speech: (B, S), no padding
         step.name = name
         steps.append(step)
     return steps
 
 
 def summarise(records: List[Dict], audio_seconds: float) -> Dict:
-    """Median time, throughput, CPU share and RSS growth of one variant's steps."""
+    """Median time, throughput, CPU share and RSS growth of one variant's steps
+    (on a GPU: the largest ``max_memory_allocated``; no RSS, ``contended`` None)."""
     times = [r["step_s"] for r in records]
     median = statistics.median(times)
     cpu_share = statistics.median(r["cpu_share"] for r in records)
@@ -264,7 +326,7 @@ def summarise(records: List[Dict], audio_seconds: float) -> Dict:
     if "peak_rss_mb" in records[0]:
         growths = [r["peak_rss_mb"] - r["rss_start_mb"] for r in records]
         rss_growth = statistics.median(growths)
-    return {
+    result = {
         "step_s_median": median,
         "step_s_all": [round(t, 3) for t in times],
         "audio_s_per_s": audio_seconds / median,
@@ -272,6 +334,10 @@ def summarise(records: List[Dict], audio_seconds: float) -> Dict:
         "contended": cpu_share < CONTENDED_CPU_SHARE,
         "step_rss_growth_mb_median": rss_growth,
     }
+    if "cuda_peak_mb" in records[0]:
+        result["cuda_peak_mb_max"] = max(r["cuda_peak_mb"] for r in records)
+        result["contended"] = None
+    return result
 
 
 def time_crop(
@@ -444,6 +510,8 @@ def summarise_all(results: Dict[float, Dict[str, Dict]], args) -> Dict:
         "repeats": args.repeats,
         "denormals": args.denormals,
         **environment(),
+        **device_facts(torch.device(args.device)),
+        "dtype": args.dtype,
     }
 
 
@@ -453,12 +521,19 @@ def get_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--size", default="base", choices=["base", "small"])
+    parser.add_argument("--size", default="base", choices=["base", *SIZES])
     parser.add_argument(
         "--variants",
         nargs="+",
         default=list(VARIANTS),
-        choices=[*VARIANTS, "summary_mixing_lite", "transformer"],
+        choices=[*VARIANTS, "summary_mixing_lite", "sdpa_attention", "transformer"],
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--dtype",
+        default="fp32",
+        choices=sorted(DTYPES),
+        help="bf16: bf16 autocast around the forward",
     )
     parser.add_argument(
         "--crops", nargs="+", type=float, default=[2, 4, 8, 16, 32], help="seconds"
@@ -491,7 +566,8 @@ def build_models(conf: Dict, args) -> Dict[str, torch.nn.Module]:
 
 def run(args) -> Tuple[Dict[float, Dict[str, Dict]], Dict]:
     """Times every crop, then measures FLOPs and memory: ``(results, memory check)``."""
-    memory_check = check_memory_measure()
+    on_cpu = torch.device(args.device).type == "cpu"
+    memory_check = check_memory_measure() if on_cpu else None  # profiler records
     conf = load_config(args.size)
     models = build_models(conf, args)
     results = {crop: time_crop(models, conf, crop, args) for crop in args.crops}
@@ -507,6 +583,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.info(f"arguments: {vars(args)}")
     torch.set_num_threads(args.threads)
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: CUDA is not available here")
     if not torch.set_flush_denormal(args.denormals == "flush"):
         raise SystemExit("this CPU cannot flush denormals: use --denormals keep")
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)

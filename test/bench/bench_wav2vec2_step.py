@@ -35,14 +35,26 @@ product as a 1x1 ``conv1d``, which goes through oneDNN; probed at the start and
 the end, the best counts): the MFU. ``cpu_share`` (process CPU time over wall time
 x threads) tells whether other processes took the CPUs during a step.
 
+On a GPU (``--device cuda``, e.g. with ``--dtype bf16`` for bf16 autocast around the
+forward, as ESPnet's trainer runs it; backward and AdamW outside): each timed step
+starts and ends with ``torch.cuda.synchronize``, the CUDA allocator's peak is reset
+before each step and its ``max_memory_allocated`` recorded (``cuda_peak_mb``: the
+parameters, AdamW's state and the batch included), the peak rate is a ``--dtype``
+matrix product of ``--peak_size`` (8192 on CUDA), and no RSS or contention is read
+(``contended`` is None). ``--batch_size`` and ``--audio_seconds`` set the batch
+(default 4 x 4 s; the GPU check also runs 6 x 15.6 s, fairseq's longest crop).
+``--sizes tiny`` (64 channels and dims, 2 blocks, 2 heads) is a smoke test.
+
 Run from the repository root:
-``tools/venv/bin/python test/bench/bench_wav2vec2_step.py``.
+``tools/venv/bin/python test/bench/bench_wav2vec2_step.py``
+(on a GPU: ``--device cuda --dtype bf16 --sizes base``).
 Writes one JSON line per (model, size), a summary line of ratios, and
 ``bench/results/wav2vec2_step.json``. ``--profile N`` also writes torch.profiler
 tables of N steps per model to ``bench/results/wav2vec2_step_profile_<size>.txt``.
 """
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -55,7 +67,17 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import torch
 import yaml
-from bench_env import cpu_flags, loadavg, read_status_kib, reset_peak_rss
+from bench_env import (
+    MB,
+    cpu_flags,
+    device_facts,
+    device_peak_mb,
+    loadavg,
+    read_status_kib,
+    reset_device_peak,
+    reset_peak_rss,
+    synchronize,
+)
 from torch.utils.flop_counter import FlopCounterMode
 
 from espnet2.ssl.flops import CPU_SDPA_FLOPS
@@ -64,13 +86,15 @@ from espnet2.ssl.planner import build_model_from_config as build_ours
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BASE_YAML = "egs2/librispeech/ssl2/conf/tuning/train_ssl_wav2vec2_base.yaml"
 SAMPLE_RATE = 16000
-AUDIO_SECONDS = 4.0
-BATCH_SIZE = 4
+AUDIO_SECONDS = 4.0  # default --audio_seconds
+BATCH_SIZE = 4  # default --batch_size
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 CONTENDED_CPU_SHARE = 0.9  # below this median share, other processes took the CPUs
 # The sizes as overrides of the BASE YAML: (CNN channels, D, heads, FFN, blocks)
 SIZES = {
     "base": dict(channels=512, dim=768, heads=12, ffn=3072, blocks=12),
     "small": dict(channels=256, dim=256, heads=4, ffn=1024, blocks=8),
+    "tiny": dict(channels=64, dim=64, heads=2, ffn=128, blocks=2),  # smoke test
 }
 
 
@@ -116,15 +140,36 @@ def best_rate(fn: Callable[[], torch.Tensor], flops: float, repeats: int) -> flo
     return flops / best / 1e9
 
 
-def matmul_peak(size: int = 2048, repeats: int = 10) -> Dict[str, float]:
-    """float32 GFLOP/s of a size^3 product as ``torch.mm`` and as a 1x1 conv1d."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    x = torch.randn(1, size, size)  # (N, C_in, L)
-    w = torch.randn(size, size, 1)  # (C_out, C_in, 1)
+def matmul_peak(
+    size: int = 2048,
+    repeats: int = 10,
+    device: torch.device = torch.device("cpu"),
+    dtype: torch.dtype = torch.float32,
+) -> Dict[str, float]:
+    """GFLOP/s of a size^3 product as ``torch.mm`` and as a 1x1 conv1d.
+
+    Args:
+        size: Matrix side.
+        repeats: Timed runs (the best counts).
+        device: Where to multiply (CUDA: timed between synchronisations).
+        dtype: Element type (float32 on a CPU; bf16 for bf16 autocast on a GPU).
+
+    Returns:
+        ``mm_gflops``, ``conv1x1_gflops`` and their maximum ``peak_gflops``.
+    """
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+    x = torch.randn(1, size, size, device=device, dtype=dtype)  # (N, C_in, L)
+    w = torch.randn(size, size, 1, device=device, dtype=dtype)  # (C_out, C_in, 1)
     flops = 2.0 * size**3
+
+    def synced(fn: Callable[[], torch.Tensor]) -> Callable[[], None]:
+        return lambda: (fn(), synchronize(device))
+
     with torch.no_grad():
-        mm = best_rate(lambda: torch.mm(a, b), flops, repeats)
-        conv = best_rate(lambda: torch.nn.functional.conv1d(x, w), flops, repeats)
+        mm = best_rate(synced(lambda: torch.mm(a, b)), flops, repeats)
+        conv = best_rate(
+            synced(lambda: torch.nn.functional.conv1d(x, w)), flops, repeats
+        )
     return {"mm_gflops": mm, "conv1x1_gflops": conv, "peak_gflops": max(mm, conv)}
 
 
@@ -213,10 +258,20 @@ class TrainStep:
 
     name = ""
 
-    def __init__(self, model: torch.nn.Module, speech: torch.Tensor, conf: Dict):
-        """Puts ``model`` in train mode with AdamW and ``conf``'s ``optim_conf``."""
-        self.model = model.train()
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        speech: torch.Tensor,
+        conf: Dict,
+        dtype: str = "fp32",
+    ):
+        """Moves ``model`` to the device of ``speech`` in train mode, with AdamW and
+        ``conf``'s ``optim_conf``; ``dtype`` ``bf16`` runs the forward under bf16
+        autocast."""
+        self.model = model.to(speech.device).train()
         self.speech = speech  # (B, S) float, no padding
+        self.device = speech.device
+        self.dtype = dtype
         self.optimizer = torch.optim.AdamW(model.parameters(), **optim_conf(conf))
         self.layer_drop_rate = conf["encoder_conf"]["layer_drop_rate"]
         self.num_params = sum(p.numel() for p in model.parameters())
@@ -225,6 +280,12 @@ class TrainStep:
         """Forward pass: ``{"loss": 0-dim tensor, "masked_frames": int, ...}``."""
         raise NotImplementedError
 
+    def autocast(self):
+        """bf16 autocast on the step's device for ``dtype`` bf16, else nothing."""
+        if self.dtype == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=DTYPES[self.dtype])
+
     def set_layer_drop(self, enabled: bool) -> None:
         """Switches layer drop on (configured rate) or off (all layers run)."""
         raise NotImplementedError
@@ -232,7 +293,8 @@ class TrainStep:
     def __call__(self, update: bool = True) -> Dict:
         """Forward, backward and (with ``update``) the AdamW step."""
         self.optimizer.zero_grad(set_to_none=True)
-        out = self.loss()
+        with self.autocast():
+            out = self.loss()
         out.pop("loss").backward()
         if update:
             self.optimizer.step()
@@ -244,10 +306,18 @@ class OursStep(TrainStep):
 
     name = "ours"
 
-    def __init__(self, model: torch.nn.Module, speech: torch.Tensor, conf: Dict):
-        super().__init__(model, speech, conf)
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        speech: torch.Tensor,
+        conf: Dict,
+        dtype: str = "fp32",
+    ):
+        super().__init__(model, speech, conf, dtype)
         model.count_optimizer_updates(self.optimizer)  # as SSLTask.build_optimizers
-        self.lengths = torch.full((speech.size(0),), speech.size(1), dtype=torch.long)
+        self.lengths = torch.full(
+            (speech.size(0),), speech.size(1), dtype=torch.long, device=speech.device
+        )
 
     def loss(self) -> Dict:
         loss, stats, _ = self.model(self.speech, self.lengths)
@@ -262,8 +332,14 @@ class HfStep(TrainStep):
 
     name = "hf"
 
-    def __init__(self, model: torch.nn.Module, speech: torch.Tensor, conf: Dict):
-        super().__init__(model, speech, conf)
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        speech: torch.Tensor,
+        conf: Dict,
+        dtype: str = "fp32",
+    ):
+        super().__init__(model, speech, conf, dtype)
         self.mask_conf = mask_conf(conf)
         self.num_frames = int(model._get_feat_extract_output_lengths(speech.size(1)))
 
@@ -286,11 +362,13 @@ class HfStep(TrainStep):
         mask, negatives = self.draw_mask_and_negatives()
         mask_seconds = time.perf_counter() - start
         out = self.model(
-            self.speech, mask_time_indices=mask, sampled_negative_indices=negatives
+            self.speech,
+            mask_time_indices=mask.to(self.device),
+            sampled_negative_indices=negatives.to(self.device),
         )
         return {
             "loss": out.loss,
-            "masked_frames": int(mask.sum()),
+            "masked_frames": int(mask.sum()),  # the CPU mask: no device sync
             "hf_mask_s": mask_seconds,
         }
 
@@ -299,13 +377,13 @@ class HfStep(TrainStep):
 
 
 # ---------------------------------------------------------------- FLOPs
-def encoder_layer_flops(conf: Dict, frames: int) -> float:
+def encoder_layer_flops(conf: Dict, frames: int, batch_size: int) -> float:
     """Matmul FLOPs of one encoder block, forward + backward (3x forward).
 
     Forward: 8 B T D^2 (q, k, v, out) + 4 B T D F (FFN) + 4 B T^2 D (QK^T, AV).
     """
     d, ffn = conf["encoder_conf"]["output_size"], conf["encoder_conf"]["linear_units"]
-    bt = BATCH_SIZE * frames
+    bt = batch_size * frames
     forward = bt * (8 * d * d + 4 * d * ffn) + 4 * bt * frames * d
     return 3.0 * forward
 
@@ -324,17 +402,31 @@ def count_flops(step: TrainStep, conf: Dict, frames: int) -> Dict[str, float]:
         step.set_layer_drop(True)
     full = float(counter.get_total_flops())
     blocks = conf["encoder_conf"]["num_blocks"]
-    dropped = step.layer_drop_rate * blocks * encoder_layer_flops(conf, frames)
+    batch_size = step.speech.size(0)
+    dropped = (
+        step.layer_drop_rate * blocks * encoder_layer_flops(conf, frames, batch_size)
+    )
     return {"gflop_all_layers": full / 1e9, "gflop_expected": (full - dropped) / 1e9}
 
 
 # ---------------------------------------------------------------- timing
 def timed(step: TrainStep, rss: bool) -> Dict:
-    """One step with its wall time and (with ``rss``) its peak RSS."""
+    """One step with its wall time and (with ``rss``) its peak RSS.
+
+    On CUDA the step is timed between two synchronisations, and ``cuda_peak_mb``
+    (``max_memory_allocated`` during the step, everything live included) and
+    ``cuda_start_mb`` (allocated at its start) are recorded.
+    """
     rss_start = read_status_kib("VmRSS") if rss else 0
+    synchronize(step.device)
+    allocated = reset_device_peak(step.device)
     cpu_start, start = time.process_time(), time.perf_counter()
     out = step()
+    synchronize(step.device)
     out["step_s"] = time.perf_counter() - start
+    if allocated is not None:
+        out["cuda_start_mb"] = allocated / MB
+        out["cuda_peak_mb"] = device_peak_mb(step.device)
     # share of the step's wall time x threads that this process was on a CPU
     cpu = time.process_time() - cpu_start
     out["cpu_share"] = cpu / (out["step_s"] * torch.get_num_threads())
@@ -349,7 +441,7 @@ def alternate(steps: List[TrainStep], warmup: int, repeats: int) -> Dict[str, Li
     for _ in range(warmup):
         for step in steps:
             step()
-    rss = reset_peak_rss()
+    rss = steps[0].device.type == "cpu" and reset_peak_rss()
     records = {step.name: [] for step in steps}
     for i in range(repeats):
         for step in steps if i % 2 == 0 else steps[::-1]:
@@ -363,7 +455,7 @@ def summarise(records: List[Dict], step: TrainStep, flops: Dict) -> Dict:
     """The JSON result of one model from its timed steps (MFU: see ``add_mfu``)."""
     times = [r["step_s"] for r in records]
     median = statistics.median(times)
-    audio_seconds = BATCH_SIZE * AUDIO_SECONDS
+    audio_seconds = step.speech.numel() / SAMPLE_RATE
     result = {
         "params_m": step.num_params / 1e6,
         "step_s_median": median,
@@ -376,6 +468,11 @@ def summarise(records: List[Dict], step: TrainStep, flops: Dict) -> Dict:
     }
     if "hf_mask_s" in records[0]:
         result["hf_mask_s_median"] = statistics.median(r["hf_mask_s"] for r in records)
+    if "cuda_peak_mb" in records[0]:
+        result["cuda_peak_mb_max"] = max(r["cuda_peak_mb"] for r in records)
+        result["cuda_step_growth_mb_median"] = statistics.median(
+            r["cuda_peak_mb"] - r["cuda_start_mb"] for r in records
+        )
     if "peak_rss_mb" in records[0]:
         result["peak_rss_mb_max"] = max(r["peak_rss_mb"] for r in records)
         result["step_rss_growth_mb_median"] = statistics.median(
@@ -405,11 +502,12 @@ def run_size(size: str, args: argparse.Namespace) -> Dict[str, Dict]:
     """Builds both models at ``size``, counts FLOPs, times them; returns results."""
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
-    num_samples = int(AUDIO_SECONDS * SAMPLE_RATE)
-    speech = 0.1 * torch.randn(BATCH_SIZE, num_samples)  # (B, S), no padding
+    num_samples = int(args.audio_seconds * SAMPLE_RATE)
+    speech = 0.1 * torch.randn(args.batch_size, num_samples)  # (B, S), no padding
+    speech = speech.to(args.device)
     conf = load_config(size)
-    ours = OursStep(build_ours(conf), speech, conf)
-    hf = HfStep(build_hf(conf, args.hf_attention), speech, conf)
+    ours = OursStep(build_ours(conf), speech, conf, args.dtype)
+    hf = HfStep(build_hf(conf, args.hf_attention), speech, conf, args.dtype)
     flops = {s.name: count_flops(s, conf, hf.num_frames) for s in (ours, hf)}
     records = alternate([ours, hf], args.warmup, args.repeats)
     results = {}
@@ -419,6 +517,8 @@ def run_size(size: str, args: argparse.Namespace) -> Dict[str, Dict]:
             "model": step.name,
             "size": size,
             "frames": hf.num_frames,
+            "batch_size": args.batch_size,
+            "audio_seconds": args.audio_seconds,
             **summarise(records[step.name], step, flops[step.name]),
         }
     if args.profile > 0:
@@ -427,12 +527,16 @@ def run_size(size: str, args: argparse.Namespace) -> Dict[str, Dict]:
     return results
 
 
-def add_mfu(results: Dict[str, Dict[str, Dict]], peak_gflops: float) -> None:
-    """Adds ``mfu`` (achieved / peak GFLOP/s) and a contention flag to each result."""
+def add_mfu(
+    results: Dict[str, Dict[str, Dict]], peak_gflops: float, on_cpu: bool = True
+) -> None:
+    """Adds ``mfu`` (achieved / peak GFLOP/s) and a contention flag to each result
+    (None on a GPU, where the process's CPU share says nothing about contention)."""
     for by_model in results.values():
         for result in by_model.values():
             result["mfu"] = result["achieved_gflops"] / peak_gflops
-            result["contended"] = result["cpu_share_median"] < CONTENDED_CPU_SHARE
+            contended = result["cpu_share_median"] < CONTENDED_CPU_SHARE
+            result["contended"] = contended if on_cpu else None
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -440,7 +544,26 @@ def get_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--sizes", nargs="+", default=["small", "base"])
+    parser.add_argument(
+        "--sizes", nargs="+", default=["small", "base"], choices=sorted(SIZES)
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--dtype",
+        default="fp32",
+        choices=sorted(DTYPES),
+        help="bf16: bf16 autocast around the forward (and a bf16 peak probe)",
+    )
+    parser.add_argument("--batch_size", type=int, default=BATCH_SIZE)
+    parser.add_argument(
+        "--audio_seconds", type=float, default=AUDIO_SECONDS, help="per utterance"
+    )
+    parser.add_argument(
+        "--peak_size",
+        type=int,
+        default=None,
+        help="matrix side of the peak-rate probe (default: 2048 on CPU, 8192 on CUDA)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=2, help="steps per model")
     parser.add_argument("--repeats", type=int, default=5, help="timed steps each")
@@ -465,14 +588,19 @@ def main(argv: Optional[List[str]] = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.info(f"arguments: {vars(args)}")
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: CUDA is not available here")
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     load_start = loadavg()
-    peak_start = matmul_peak()
+    peak_size = args.peak_size or (8192 if device.type == "cuda" else 2048)
+    probe = dict(size=peak_size, device=device, dtype=DTYPES[args.dtype])
+    peak_start = matmul_peak(**probe)
     results = {size: run_size(size, args) for size in args.sizes}
-    peak_end = matmul_peak()
+    peak_end = matmul_peak(**probe)
     # the limit is the best rate seen: a busy moment lowers a probe
     peak = max(peak_start["peak_gflops"], peak_end["peak_gflops"])
-    add_mfu(results, peak)
+    add_mfu(results, peak, on_cpu=device.type == "cpu")
     for by_model in results.values():
         for result in by_model.values():
             print(json.dumps(result), flush=True)
@@ -487,13 +615,20 @@ def main(argv: Optional[List[str]] = None) -> None:
         "peak_gflops": peak,
         "peak": {"start": peak_start, "end": peak_end},
         "contended": any(r["contended"] for m in results.values() for r in m.values()),
-        "batch": f"{BATCH_SIZE} x {AUDIO_SECONDS} s random audio, no padding",
+        "batch": f"{args.batch_size} x {args.audio_seconds} s random audio, no padding",
         "hf_attention": args.hf_attention,
         "warmup": args.warmup,
         "loadavg_start": load_start,
         "repeats": args.repeats,
         **environment(),
+        **device_facts(device),
+        "dtype": args.dtype,
     }
+    if device.type == "cuda":
+        summary["cuda_peak_mb_ratio_ours_over_hf"] = {
+            size: r["ours"]["cuda_peak_mb_max"] / r["hf"]["cuda_peak_mb_max"]
+            for size, r in results.items()
+        }
     print(json.dumps(summary), flush=True)
     if summary["contended"]:
         logging.warning(
