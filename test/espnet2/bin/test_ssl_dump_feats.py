@@ -164,6 +164,7 @@ def load_dump(out_dir: Path):
     ).read_text()
 
 
+@pytest.mark.recipe  # three processes end to end (slower)
 def test_parallel_shards_write_the_features_of_a_serial_run(tmp_path):
     scp = make_longer_wav_scp(tmp_path)
     args = ["--feature_type", "mfcc", "--wav_scp", str(scp)]
@@ -183,6 +184,7 @@ def test_parallel_shards_write_the_features_of_a_serial_run(tmp_path):
         assert f"shard {shard}/3 written" in log
 
 
+@pytest.mark.recipe  # three processes end to end (slower)
 def test_a_failed_shard_fails_the_command_and_a_rerun_redoes_only_it(tmp_path):
     scp = make_longer_wav_scp(tmp_path, count=4)
     moved = tmp_path / "u3.flac.away"
@@ -209,6 +211,7 @@ def test_a_failed_shard_fails_the_command_and_a_rerun_redoes_only_it(tmp_path):
     assert list(load_dump(tmp_path / "d")[0]) == ["u0", "u1", "u2", "u3"]
 
 
+@pytest.mark.recipe  # three processes end to end (slower)
 def test_parallel_ssl_shards_match_a_serial_run(tmp_path, ssl_model_dir):
     scp = make_longer_wav_scp(tmp_path, count=5)
     args = ["--feature_type", "ssl", "--wav_scp", str(scp), "--layer", "1"]

@@ -33,6 +33,8 @@ import torch
 
 from espnet2.ssl.grad_sync import NoSyncAccumulation, accumulates_without_sync
 
+pytestmark = pytest.mark.recipe  # two training processes end to end (slower)
+
 ACCUM_GRAD = 4
 EPOCH_BATCHES = (14, 12)  # epoch 1 leaves 2 micro-batches without an update
 UPDATES = [3, 3]  # per epoch
