@@ -13,7 +13,6 @@ fine-tuning they start are replaced by stubs that record their command lines.
 import hashlib
 import importlib.util
 import os
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -52,19 +51,17 @@ phone_probe=false stage=1 stop_stage=10000
 """
 
 
-def shell_function(script: str, name: str) -> str:
-    """The definition of the function ``name`` in ``script``."""
-    match = re.search(rf"^{name}\(\) {{\n.*?^}}\n", script, re.S | re.M)
-    assert match, f"ssl.sh defines no {name}()"
-    return match.group(0)
+def _load_pieces():
+    """``ssl_sh_pieces.py`` beside this file (test/ is not a package)."""
+    path = Path(__file__).with_name("ssl_sh_pieces.py")
+    spec = importlib.util.spec_from_file_location("ssl_sh_pieces", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def stage_block(script: str, number: int) -> str:
-    """The ``if [ "${stage}" -le N ] ...; then ... fi`` block of stage N."""
-    start = f'if [ "${{stage}}" -le {number} ] && [ "${{stop_stage}}" -ge {number} ]'
-    match = re.search(rf"^{re.escape(start)}.*?^fi\n", script, re.S | re.M)
-    assert match, f"ssl.sh has no stage {number} block"
-    return match.group(0)
+_PIECES = _load_pieces()
+shell_function, stage_block = _PIECES.shell_function, _PIECES.stage_block
 
 
 def run_ssl_sh(cwd: Path, body: str) -> subprocess.CompletedProcess:

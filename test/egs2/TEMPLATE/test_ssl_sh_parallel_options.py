@@ -7,8 +7,8 @@ that records its command line (calls.txt), and the option checks run the real
 ssl.sh up to its argument checks.
 """
 
+import importlib.util
 import os
-import re
 import subprocess
 from pathlib import Path
 
@@ -36,17 +36,17 @@ kmeans_fraction=0.1 kmeans_max_frames=1000 kmeans_seed=0 keep_target_feats=true
 """
 
 
-def shell_function(script: str, name: str) -> str:
-    match = re.search(rf"^{name}\(\) {{\n.*?^}}\n", script, re.S | re.M)
-    assert match, f"ssl.sh defines no {name}()"
-    return match.group(0)
+def _load_pieces():
+    """``ssl_sh_pieces.py`` beside this file (test/ is not a package)."""
+    path = Path(__file__).with_name("ssl_sh_pieces.py")
+    spec = importlib.util.spec_from_file_location("ssl_sh_pieces", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def stage_block(script: str, number: int) -> str:
-    start = f'if [ "${{stage}}" -le {number} ] && [ "${{stop_stage}}" -ge {number} ]'
-    match = re.search(rf"^{re.escape(start)}.*?^fi\n", script, re.S | re.M)
-    assert match, f"ssl.sh has no stage {number} block"
-    return match.group(0)
+_PIECES = _load_pieces()
+shell_function, stage_block = _PIECES.shell_function, _PIECES.stage_block
 
 
 def run_pieces(cwd: Path, body: str) -> str:
