@@ -245,10 +245,7 @@ def measure_step(step: "Step", seed: int) -> Dict[str, float]:
         torch.manual_seed(seed)
 
     live, peak = tensor_memory(first_step, step)
-    model = step.model
-    static = tensor_bytes([*model.parameters(), *model.buffers(), step.speech])
-    state = [t for s in step.optimizer.state.values() for t in s.values()]
-    state_bytes = tensor_bytes([t for t in state if torch.is_tensor(t)])
+    static, state_bytes = resident_bytes(step)
     return {
         "gflop_step": counter.get_total_flops() / 1e9,
         "static_mb": static / MB,
@@ -257,6 +254,14 @@ def measure_step(step: "Step", seed: int) -> Dict[str, float]:
         "step_peak_tensor_mb": peak / MB,
         "peak_tensor_mb": (static + live + peak) / MB,
     }
+
+
+def resident_bytes(step: "Step") -> Tuple[int, int]:
+    """Bytes of the parameters, buffers and batch, and of AdamW's state tensors."""
+    model = step.model
+    static = tensor_bytes([*model.parameters(), *model.buffers(), step.speech])
+    state = [t for s in step.optimizer.state.values() for t in s.values()]
+    return static, tensor_bytes([t for t in state if torch.is_tensor(t)])
 
 
 def measure_step_cuda(step: "Step", seed: int) -> Dict[str, float]:
@@ -275,10 +280,7 @@ def measure_step_cuda(step: "Step", seed: int) -> Dict[str, float]:
     step()
     synchronize(step.device)
     peak = device_peak_mb(step.device) * MB
-    model = step.model
-    static = tensor_bytes([*model.parameters(), *model.buffers(), step.speech])
-    state = [t for s in step.optimizer.state.values() for t in s.values()]
-    state_bytes = tensor_bytes([t for t in state if torch.is_tensor(t)])
+    static, state_bytes = resident_bytes(step)
     return {
         "gflop_step": counter.get_total_flops() / 1e9,
         "static_mb": static / MB,
