@@ -11,8 +11,9 @@ Usage::
 The file is read without running any of its code (torch's weights-only unpickler;
 ``argparse.Namespace`` and a few plain-data classes of fairseq's training state are
 allowed, any other class is refused before loading; see
-:mod:`espnet2.ssl.fairseq_checkpoint`). The network is copied bitwise through the
-transformers key names (:mod:`espnet2.ssl.fairseq_import`); the HuBERT head is
+:mod:`espnet2.ssl.release.fairseq.checkpoint`). The network is copied bitwise through
+the
+transformers key names (:mod:`espnet2.ssl.release.fairseq.convert`); the HuBERT head is
 replaced by a new, seeded one (``--num_classes``, ``--final_dim``, ``--seed``; by
 default fairseq's number of classes and ``final_dim``). Exit status: 0 done; 3 a
 config field our model cannot express (one error line naming it and why); 1 any
@@ -23,8 +24,8 @@ options.
 import argparse
 from typing import Optional, Sequence
 
-from espnet2.ssl.conversion import run_conversion, write_espnet_folder
-from espnet2.ssl.fairseq_import import import_fairseq
+from espnet2.ssl.release.conversion import run_conversion, write_espnet_folder
+from espnet2.ssl.release.fairseq.convert import import_fairseq
 from espnet2.utils.tool_logging import add_log_level_argument, start_tool_logging
 
 TOOL = "ssl_fairseq_import"

@@ -19,8 +19,9 @@ Usage::
     python -m espnet2.bin.ssl_hf_convert --from_hf DIR --out_dir DIR2 \\
         [--num_classes 500]
 
-The weights are copied bitwise; see :mod:`espnet2.ssl.hf_wav2vec2_keys` for the
-mapping, :mod:`espnet2.ssl.hf_wav2vec2` and :mod:`espnet2.ssl.hf_hubert` for the
+The weights are copied bitwise; see :mod:`espnet2.ssl.release.hf.keys` for the
+mapping, :mod:`espnet2.ssl.release.hf.wav2vec2` and :mod:`espnet2.ssl.release.hf.hubert`
+for the
 options the other side cannot express. Exit status: 0 done; 3 the model cannot be
 expressed (one error line naming the option and why: a recipe skips the export);
 1 any other bad input (one error line); 2 bad command-line options.
@@ -35,11 +36,12 @@ from typing import Any, Dict, Optional, Sequence
 import yaml
 from transformers import Wav2Vec2ForPreTraining
 
-from espnet2.ssl import hf_hubert, hf_wav2vec2
-from espnet2.ssl.conversion import run_conversion, write_espnet_folder
-from espnet2.ssl.hf_wav2vec2 import NotExpressibleError, build_espnet_model
+from espnet2.ssl.model_files import load_weights_only
+from espnet2.ssl.release.conversion import run_conversion, write_espnet_folder
+from espnet2.ssl.release.hf import hubert as hf_hubert
+from espnet2.ssl.release.hf import wav2vec2 as hf_wav2vec2
+from espnet2.ssl.release.hf.wav2vec2 import NotExpressibleError, build_espnet_model
 from espnet2.ssl.targets.dumpers.espnet_models import unpack_model
-from espnet2.ssl.weights import load_weights_only
 from espnet2.utils.tool_logging import add_log_level_argument, start_tool_logging
 
 TOOL = "ssl_hf_convert"

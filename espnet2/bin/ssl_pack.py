@@ -29,7 +29,8 @@ The zip unpacks with ``espnet_model_zoo``'s
 ``ModelDownloader().download_and_unpack("x.zip")``, whose dict gives
 ``ssl_train_config`` and ``ssl_model_file`` for ``SSLTask.build_model_from_file``
 (and ``token_list``, ``kmeans_centroids`` for HuBERT); see
-:mod:`espnet2.ssl.packing`. A missing file is one message naming it and the stage to
+:mod:`espnet2.ssl.release.packing`. A missing file is one message naming it and the
+stage to
 run, with exit status 1.
 """
 
@@ -44,8 +45,8 @@ from typing import Any, Optional, Sequence
 
 import yaml
 
-from espnet2.ssl.model_card import collect_facts, render_card
-from espnet2.ssl.packing import (
+from espnet2.ssl.release.model_card import collect_facts, render_card
+from espnet2.ssl.release.packing import (
     CARD_FILES,
     PackError,
     copy_targets,
@@ -205,7 +206,7 @@ def _write_hub(
 def run_release(args: argparse.Namespace) -> None:
     """``pack`` into ``out_dir``, the transformers export if any, the hub folder."""
     from espnet2.bin.ssl_hf_convert import espnet_to_hf_folder
-    from espnet2.ssl.hf_wav2vec2 import NotExpressibleError
+    from espnet2.ssl.release.hf.wav2vec2 import NotExpressibleError
 
     out = Path(args.out_dir)
     shutil.rmtree(out, ignore_errors=True)

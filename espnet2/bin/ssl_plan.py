@@ -14,7 +14,7 @@ per update on 8 GPUs of 90 s each, 400k updates, 100 TFLOP/s sustained per GPU):
 With ``--device_memory_gb 80`` instead of ``--max_device_batch_seconds``, the most
 audio one GPU holds is estimated from the measured activation memory.
 
-See ``espnet2/ssl/planner.py`` for what is measured and how.
+See ``espnet2/ssl/study/planner.py`` for what is measured and how.
 """
 
 import argparse
@@ -26,8 +26,8 @@ from typing import Dict, List, Optional
 
 import yaml
 
-from espnet2.ssl.budget import LR_SCALING_RULES, REFERENCE_BATCH_SECONDS
-from espnet2.ssl.planner import markdown, plan
+from espnet2.ssl.study.planner import markdown, plan
+from espnet2.ssl.train.batch_seconds import LR_SCALING_RULES, REFERENCE_BATCH_SECONDS
 from espnet2.utils.nested_dict_action import NestedDictAction
 from espnet2.utils.types import float_or_none, int_or_none
 
@@ -113,7 +113,7 @@ def main(cmd: Optional[List[str]] = None) -> Dict:
         cmd: Command-line arguments; None reads ``sys.argv``.
 
     Returns:
-        The plan of ``espnet2.ssl.planner.plan`` with the arguments under
+        The plan of ``espnet2.ssl.study.planner.plan`` with the arguments under
         ``"arguments"`` (what ``--output`` holds as JSON).
 
     Raises:

@@ -7,7 +7,7 @@ Usage::
     # -> exp/ssl_wav2vec2_tiny/images_budget/{train,valid}_<statistic>.png
 
 Reads ``checkpoint.pth`` (ESPnet's per-epoch statistics) and ``seen_audio.jsonl``
-(exact hours seen and updates per epoch); see ``espnet2/ssl/training_curves.py``.
+(exact hours seen and updates per epoch); see ``espnet2/ssl/study/training_curves.py``.
 Recipe stage 4 runs it after each pretraining.
 """
 
@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from espnet2.ssl.training_curves import plot_epochs, read_epochs
+from espnet2.ssl.study.training_curves import plot_epochs, read_epochs
 from espnet2.utils.tool_logging import (
     add_log_level_argument,
     exit_with_error,

@@ -9,18 +9,19 @@ Usage::
     python -m espnet2.bin.ssl_recipe_config set_frontend_model ASR_CFG MODEL OUT
     python -m espnet2.bin.ssl_recipe_config untrained_model TRAIN_CFG OUT_DIR [--seed N]
 
-See :mod:`espnet2.ssl.recipe_config` and :mod:`espnet2.ssl.finetune_config`. A config
+See :mod:`espnet2.ssl.recipe.pretrain_config` and
+:mod:`espnet2.ssl.recipe.finetune_config`. A config
 the recipe cannot use stops with the file and the fix, and exit status 1.
 """
 
 import argparse
 from typing import Optional, Sequence
 
-from espnet2.ssl.finetune_config import (
+from espnet2.ssl.recipe.finetune_config import (
     write_untrained_model,
     write_with_frontend_model,
 )
-from espnet2.ssl.recipe_config import (
+from espnet2.ssl.recipe.pretrain_config import (
     RecipeConfigError,
     needs_labels,
     num_blocks,

@@ -11,9 +11,10 @@ Each run's output goes to ``<expdir>/sweep_<name>/logs/<tag>.log``; the table
 (``results.csv``, ``results.md``) and plots to ``<expdir>/sweep_<name>/``. A failed
 run stops the sweep with its log's name; running the same command again resumes
 (finished recipe stages are skipped, finished runs reused). With a ``budget:`` the
-planner first measures every run's model (``espnet2/ssl/sweep_budget.py``) and each
+planner first measures every run's model (``espnet2/ssl/study/sweep_budget.py``) and
+each
 run trains until the hours of audio the budget buys it. See
-``espnet2/ssl/sweep.py`` for the YAML (``runs``, ``grid``, ``budget``).
+``espnet2/ssl/study/sweep.py`` for the YAML (``runs``, ``grid``, ``budget``).
 """
 
 import argparse
@@ -26,8 +27,8 @@ from typing import Dict, Optional, Sequence
 
 from tqdm import tqdm
 
-from espnet2.ssl.sweep import Sweep, describe, load_sweep, report, run_command
-from espnet2.ssl.sweep_budget import plan_runs, seen_hours
+from espnet2.ssl.study.sweep import Sweep, describe, load_sweep, report, run_command
+from espnet2.ssl.study.sweep_budget import plan_runs, seen_hours
 from espnet2.utils.tool_logging import (
     add_log_level_argument,
     exit_with_error,

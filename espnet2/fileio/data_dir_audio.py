@@ -12,7 +12,7 @@ Two depths (``check_audio``):
   It finds missing and unreadable files, wrong sample rates, several channels,
   empty files, truncated WAVs and ``utt2dur`` mismatches, but not a corrupt or cut
   FLAC/OGG payload, nor NaN or infinite samples. Training still catches those when
-  it loads the example (``espnet2/ssl/checked_dataset.py``), hours later and
+  it loads the example (``espnet2/ssl/data/checked_dataset.py``), hours later and
   one at a time; use it for very large corpora whose files come from a trusted
   conversion, and ``full`` otherwise.
 

@@ -39,7 +39,7 @@ int (re-read from the ``num_updates`` buffer once after ``load_state_dict`` or
 "for data-parallel" slice: DDP ranks collate their own batches, already trimmed;
 DataParallel, whose replicas lose our buffer updates anyway, is not supported), padding
 masks come from the lengths on the device, and the span masks are drawn on the
-device. ``test/espnet2/ssl/test_host_syncs.py`` counts what is left.
+device. ``test/espnet2/ssl/train/test_host_syncs.py`` counts what is left.
 """
 
 import contextlib
@@ -54,10 +54,10 @@ from espnet2.asr.frontend.abs_frontend import AbsFrontend
 from espnet2.asr.preencoder.abs_preencoder import AbsPreEncoder
 from espnet2.asr.specaug.abs_specaug import AbsSpecAug
 from espnet2.layers.abs_normalize import AbsNormalize
-from espnet2.ssl.augment import AUGMENTED_KEY, augmentation_stats
+from espnet2.ssl.data.augment import AUGMENTED_KEY, augmentation_stats
 from espnet2.ssl.loss.abs_loss import AbsSSLLoss
+from espnet2.ssl.train.seen_audio import SeenAudio, global_sum
 from espnet2.ssl.utils.grad_multiply import scale_grad
-from espnet2.ssl.utils.seen_audio import SeenAudio, global_sum
 from espnet2.torch_utils.device_funcs import force_gatherable
 from espnet2.train.abs_espnet_model import AbsESPnetModel
 

@@ -19,19 +19,23 @@ module-level name, option and default of ESPnet's version keeps working; added:
 * ``build_optimizers`` hooks the optimizer so the model counts optimizer updates;
 * the collate window/shift follow ``frontend_conf.shapes`` of the CNN frontend;
 * ``--speech_volume_normalize`` reaches the preprocessor (ESPnet passed ``rir_scp``);
-* ``collate_fn_conf.crop_seconds``: fixed-length crops (``espnet2/ssl/collate.py``);
+* ``collate_fn_conf.crop_seconds``: fixed-length crops
+  (``espnet2/ssl/data/collate.py``);
 * ``collate_fn_conf.augmentation``: noise, speed and volume perturbation of training
-  utterances (``espnet2/ssl/augment.py``; never in validation or collect-stats), with
+  utterances (``espnet2/ssl/data/augment.py``; never in validation or collect-stats),
+  with
   their shares reported as ``aug_share`` etc.;
 * ``--batch_seconds`` (+ ``--max_device_batch_seconds``) sets ``batch_type``,
-  ``batch_bins``/``batch_size`` and ``accum_grad`` (``espnet2/ssl/budget.py``), and
+  ``batch_bins``/``batch_size`` and ``accum_grad``
+  (``espnet2/ssl/train/batch_seconds.py``), and
   ``--lr_scaling`` scales ``optim_conf.lr`` from ``--lr_reference_batch_seconds``;
-* the trainer is ``SSLTrainer`` (``--max_seen_hours``, ``espnet2/ssl/trainer.py``);
+* the trainer is ``SSLTrainer`` (``--max_seen_hours``,
+  ``espnet2/ssl/train/trainer.py``);
 * every training and validation example is checked when loaded (audio readable,
   complete, at the model's rate, mono, not empty, finite; one label per CNN frame):
   ``--bad_utterances error`` (default) stops naming the utterance, the file and the
   fix, ``skip`` leaves it out with a warning and a count
-  (``espnet2/ssl/checked_dataset.py``); ``--check_data_before_training`` checks the
+  (``espnet2/ssl/data/checked_dataset.py``); ``--check_data_before_training`` checks the
   headers and labels of every utterance before the first step.
 
 Usage: ``python -m espnet2.bin.ssl_train --config <train_ssl_*.yaml> ...``
@@ -73,25 +77,25 @@ from espnet2.asr.specaug.specaug import SpecAug
 from espnet2.layers.abs_normalize import AbsNormalize
 from espnet2.layers.global_mvn import GlobalMVN
 from espnet2.layers.utterance_mvn import UtteranceMVN
-from espnet2.ssl.budget import (
-    LR_SCALING_RULES,
-    REFERENCE_BATCH_SECONDS,
-    BatchPlan,
-    plan_batch,
-    scale_lr,
-)
-from espnet2.ssl.checked_dataset import BAD_UTTERANCES, CheckedDataset
-from espnet2.ssl.collate import SSLCollateFn
-from espnet2.ssl.data_check import ExampleRules
+from espnet2.ssl.data.checked_dataset import BAD_UTTERANCES, CheckedDataset
+from espnet2.ssl.data.collate import SSLCollateFn
+from espnet2.ssl.data.example_check import ExampleRules
 from espnet2.ssl.espnet_model import ESPnetSSLModel
 from espnet2.ssl.loss.abs_loss import AbsSSLLoss
 from espnet2.ssl.loss.hubert import HuBERTLoss  # noqa: F401 (ESPnet's name, kept)
 from espnet2.ssl.loss.hubert_weighted import WeightedHuBERTLoss
 from espnet2.ssl.loss.reconstruction import ReconstructionLoss
 from espnet2.ssl.loss.wav2vec2 import Wav2Vec2Loss
-from espnet2.ssl.trainer import SSLTrainer
-from espnet2.ssl.utils.frequency_mask import FrequencyMasking
-from espnet2.ssl.utils.span_mask import SpanMasking
+from espnet2.ssl.mask.frequency import FrequencyMasking
+from espnet2.ssl.mask.span import SpanMasking
+from espnet2.ssl.train.batch_seconds import (
+    LR_SCALING_RULES,
+    REFERENCE_BATCH_SECONDS,
+    BatchPlan,
+    plan_batch,
+    scale_lr,
+)
+from espnet2.ssl.train.trainer import SSLTrainer
 from espnet2.tasks.abs_task import AbsTask, IteratorOptions
 from espnet2.text.phoneme_tokenizer import g2p_choices
 from espnet2.torch_utils.initialize import initialize
@@ -435,7 +439,8 @@ class SSLTask(AbsTask):
         [Collection[Tuple[str, Dict[str, np.ndarray]]]],
         Tuple[List[str], Dict[str, torch.Tensor]],
     ]:
-        """ESPnet's HuBERT collate plus ``crop_seconds`` (``espnet2/ssl/collate.py``).
+        """ESPnet's HuBERT collate plus ``crop_seconds``
+        (``espnet2/ssl/data/collate.py``).
 
         ``collate_fn_conf`` keys: ``crop_seconds`` [null: crop training batches to
         their shortest utterance, as ESPnet], ``short_utterances`` [pad|drop],

@@ -118,8 +118,8 @@ from bench_wav2vec2_step import (
 )
 from torch.utils.flop_counter import FlopCounterMode
 
-from espnet2.ssl.flops import CPU_SDPA_FLOPS
-from espnet2.ssl.memory import check_memory_measure, tensor_memory
+from espnet2.ssl.study.flops import CPU_SDPA_FLOPS
+from espnet2.ssl.study.memory import check_memory_measure, tensor_memory
 from espnet2.ssl.targets.frames import cnn_frame_count
 
 SM_YAML = (

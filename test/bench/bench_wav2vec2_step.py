@@ -80,8 +80,8 @@ from bench_env import (
 )
 from torch.utils.flop_counter import FlopCounterMode
 
-from espnet2.ssl.flops import CPU_SDPA_FLOPS
-from espnet2.ssl.planner import build_model_from_config as build_ours
+from espnet2.ssl.study.flops import CPU_SDPA_FLOPS
+from espnet2.ssl.study.planner import build_model_from_config as build_ours
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BASE_YAML = "egs2/librispeech/ssl2/conf/tuning/train_ssl_wav2vec2_base.yaml"

@@ -3,7 +3,7 @@
 Written as a Kaldi-style data dir ``<out_dir>`` (``wav.scp``, ``utt2spk``,
 ``spk2utt``, ``utt2dur``; the noise kind is the speaker) with 16 kHz mono PCM_16 FLAC
 under ``<audio_dir>``, for ``collate_fn_conf.augmentation.noise_scp``
-(``espnet2/ssl/augment.py``). With the defaults, about 2.3 minutes:
+(``espnet2/ssl/data/augment.py``). With the defaults, about 2.3 minutes:
 
 * ``babble-NN``: ``babble_clips`` clips of ``babble_seconds``, each the sum of 3 to 5
   talkers; a talker is a stream of espeak utterances (train voices of the corpus,

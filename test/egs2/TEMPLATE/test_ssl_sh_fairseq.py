@@ -25,7 +25,7 @@ pytestmark = pytest.mark.recipe
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SSL_SH = REPO_ROOT / "egs2/TEMPLATE/ssl2/ssl.sh"
-BUILDERS = REPO_ROOT / "test/espnet2/ssl/fairseq_builders.py"
+BUILDERS = REPO_ROOT / "test/espnet2/ssl/release/fairseq/fairseq_builders.py"
 FUNCTIONS = ("is_done", "model_stamp", "fairseq_dir", "import_fairseq",
              "make_targets", "label_quality", "first_targets_tag", "final_tag",
              "ssl_model", "pretrained_config")  # fmt: skip

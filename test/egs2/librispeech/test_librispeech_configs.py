@@ -14,7 +14,7 @@ import yaml
 from espnet.nets.pytorch_backend.transformer.attention import MultiHeadedAttention
 
 from espnet2.schedulers.tristage_lr import TristageLR
-from espnet2.ssl.recipe_config import write_with_num_classes
+from espnet2.ssl.recipe.pretrain_config import write_with_num_classes
 from espnet2.tasks.asr import ASRTask
 from espnet2.tasks.ssl import SSLTask, encoder_choices
 
@@ -189,7 +189,7 @@ def family_config(family: str, size: str) -> Path:
 
 @pytest.fixture(scope="module")
 def family_params():
-    from espnet2.ssl.planner import build_model_from_config, parameter_counts
+    from espnet2.ssl.study.planner import build_model_from_config, parameter_counts
 
     counts = {}
     for family in FAMILIES:

@@ -11,7 +11,10 @@ import pytest
 import torch
 import yaml
 
-from espnet2.ssl.finetune_config import write_untrained_model, write_with_frontend_model
+from espnet2.ssl.recipe.finetune_config import (
+    write_untrained_model,
+    write_with_frontend_model,
+)
 from espnet2.tasks.asr import ASRTask
 from espnet2.tasks.ssl import SSLTask
 

@@ -2,7 +2,8 @@
 model.pth that ``SSLTask.build_model_from_file`` loads; exit statuses 3 (a field our
 model cannot express), 1 (bad input) and 2 (bad options), each with one error line.
 
-The checkpoints are made by test/espnet2/ssl/fairseq_builders.py (fairseq's key
+The checkpoints are made by test/espnet2/ssl/release/fairseq/fairseq_builders.py
+(fairseq's key
 layout and config fields).
 """
 
@@ -13,11 +14,11 @@ import pytest
 import torch
 
 from espnet2.bin import ssl_fairseq_import
-from espnet2.ssl.fairseq_import import import_fairseq
+from espnet2.ssl.release.fairseq.convert import import_fairseq
 from espnet2.tasks.ssl import SSLTask
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-BUILDERS = REPO_ROOT / "test/espnet2/ssl/fairseq_builders.py"
+BUILDERS = REPO_ROOT / "test/espnet2/ssl/release/fairseq/fairseq_builders.py"
 
 
 def load_builders():

@@ -1,4 +1,5 @@
-"""Tests for espnet2/bin/ssl_plan.py and espnet2/ssl/planner.py (the run planner)."""
+"""Tests for espnet2/bin/ssl_plan.py and espnet2/ssl/study/planner.py (the run
+planner)."""
 
 import json
 import math
@@ -7,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from espnet2.bin.ssl_plan import main
-from espnet2.ssl.flops import cnn_flops
-from espnet2.ssl.planner import budget
+from espnet2.ssl.study.flops import cnn_flops
+from espnet2.ssl.study.planner import budget
 from espnet2.ssl.targets.frames import WAV2VEC2_CNN_SHAPES
 
 REPO_ROOT = Path(__file__).resolve().parents[3]

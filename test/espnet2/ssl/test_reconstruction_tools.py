@@ -72,7 +72,7 @@ def test_the_recipe_trains_it_without_labels(capsys):
 
 def test_the_planner_measures_it_and_skips_the_cnn_only_flops_check(capsys):
     from espnet2.bin.ssl_plan import main
-    from espnet2.ssl.planner import _batch
+    from espnet2.ssl.study.planner import _batch
 
     result = main(
         ["--config", str(CONFIG), "--crop_seconds", "1", "--batch_seconds", "60"]
@@ -157,7 +157,7 @@ def test_the_asr_frontend_espnet_ssl_loads_it_and_encodes(exp):
 
 
 def test_the_s3prl_upstream_gives_every_layer(exp):
-    from espnet2.ssl.s3prl_upstream import espnet_ssl_local
+    from espnet2.ssl.release.s3prl.upstream import espnet_ssl_local
 
     upstream = espnet_ssl_local(str(exp / "valid.loss.best.pth"))
     upstream.eval()

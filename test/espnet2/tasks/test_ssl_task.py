@@ -8,7 +8,7 @@ from espnet2.asr.encoder.transformer_encoder import TransformerEncoder
 from espnet2.ssl.loss.hubert import HuBERTLoss
 from espnet2.ssl.loss.hubert_weighted import WeightedHuBERTLoss
 from espnet2.ssl.loss.wav2vec2 import Wav2Vec2Loss
-from espnet2.ssl.utils.span_mask import SpanMasking
+from espnet2.ssl.mask.span import SpanMasking
 from espnet2.tasks import ssl as task_module
 from espnet2.tasks.ssl import SSLTask, receptive_field
 

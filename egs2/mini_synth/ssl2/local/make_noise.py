@@ -12,7 +12,7 @@ speaker) and 16 kHz mono FLAC files plus ``noise.json`` under ``<audio_dir>``: a
 returns at once. On a bad option or a synthesis failure it prints one error
 paragraph and exits with status 1. The noise is described in
 :mod:`espnet2.ssl.synth.noise`; pretraining uses it through
-``collate_fn_conf.augmentation.noise_scp`` (``espnet2/ssl/augment.py``).
+``collate_fn_conf.augmentation.noise_scp`` (``espnet2/ssl/data/augment.py``).
 """
 
 import argparse

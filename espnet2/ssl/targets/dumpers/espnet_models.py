@@ -22,8 +22,8 @@ from typing import Dict, List, Optional, Tuple, Type, Union
 
 import torch
 
+from espnet2.ssl.model_files import WeightsOnlyError, load_weights_only
 from espnet2.ssl.targets.dumpers.base import FeatureDumpError, Hz
-from espnet2.ssl.weights import WeightsOnlyError, load_weights_only
 
 PathLike = Union[Path, str]
 # The modules that compute features; the losses, CTC and decoder do not.

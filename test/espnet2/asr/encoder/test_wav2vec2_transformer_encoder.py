@@ -18,7 +18,7 @@ from espnet2.asr.ctc import CTC
 from espnet2.asr.encoder import wav2vec2_transformer_encoder
 from espnet2.asr.encoder.transformer_encoder import TransformerEncoder
 from espnet2.asr.encoder.wav2vec2_transformer_encoder import Wav2Vec2TransformerEncoder
-from espnet2.ssl.hf_wav2vec2_keys import hf_encoder_to_espnet  # verified key mapping
+from espnet2.ssl.release.hf.keys import hf_encoder_to_espnet  # verified key mapping
 
 DIM = 16
 TOLERANCE = 1e-10

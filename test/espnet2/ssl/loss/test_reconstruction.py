@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from espnet2.ssl.loss.reconstruction import ReconstructionLoss
-from espnet2.ssl.utils.frequency_mask import FrequencyMasking
+from espnet2.ssl.mask.frequency import FrequencyMasking
 from espnet2.tasks import ssl as task_module
 
 SIZE = 6  # D = F, so that an Identity head predicts the encoder output itself
