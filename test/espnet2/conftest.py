@@ -15,49 +15,21 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 import torch
+from tiny_configs import tiny_config
 
 from espnet2.tasks.ssl import SSLTask
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RANK_TIMEOUT_S = 120  # for each rank's process
 
-CNN_SHAPES = [[16, 10, 5], [16, 3, 2], [16, 3, 2], [16, 3, 2], [16, 3, 2]]
-CNN_SHAPES += [[16, 2, 2], [16, 2, 2]]
-
-WAV2VEC2 = dict(
-    frontend="wav2vec_cnn",
-    frontend_conf=dict(
-        norm_mode="layer_norm",
-        conv_mode="standard",
-        bias=False,
-        shapes=CNN_SHAPES,
-        normalize_output=False,
-    ),
-    normalize=None,
-    preencoder="linear",
-    preencoder_conf=dict(output_size=32),
-    encoder="transformer",
-    encoder_conf=dict(
-        output_size=32,
-        attention_heads=4,
-        linear_units=48,
-        num_blocks=2,
-        dropout_rate=0.0,
-        attention_dropout_rate=0.0,
-        positional_dropout_rate=0.0,
-        input_layer="wav2vec",
-        pos_enc_layer_type="conv",
-        pos_conv_kernel_size=8,
-        pos_conv_groups=4,
-        pos_conv_residual=True,
-        embed_layer_norm=True,
-        normalize_before=False,
-        ffn_activation="gelu",
-        layer_norm_eps=1e-5,
-        zero_padded_frames=True,
-        use_flash_attn=False,
-    ),
-    model_conf=dict(feature_grad_mult=0.1, feature_layer_norm=True),
+# The recipe's tiny configs at test sizes (test/helpers/tiny_configs.py), without
+# dropout, with a LayerNorm CNN (wav2vec 2.0 LARGE's form) and small losses.
+NO_DROPOUT = dict(dropout_rate=0.0, attention_dropout_rate=0.0)
+WAV2VEC2 = tiny_config(
+    "wav2vec2",
+    frontend_conf=dict(norm_mode="layer_norm"),
+    encoder_conf=NO_DROPOUT,
+    model_conf=dict(input_dropout=0.0),
     loss=[
         dict(
             name="wav2vec2",
@@ -73,10 +45,11 @@ WAV2VEC2 = dict(
     ],
     util=[dict(name="mask", conf=dict(mask_prob=0.65, mask_length=4))],
 )
+CNN_SHAPES = WAV2VEC2["frontend_conf"]["shapes"]
 
 HUBERT = copy.deepcopy(WAV2VEC2)
 HUBERT["loss"] = [dict(name="hubert", conf=dict(num_classes=10, final_dim=12))]
-HUBERT["model_conf"] = {}
+HUBERT["model_conf"] = dict(input_dropout=0.0)
 
 
 def build(config: Dict, seed: int = 0, overrides: Optional[Dict] = None):

@@ -152,12 +152,20 @@ def test_pip_check_finds_no_broken_requirement():
     assert "No broken requirements found." in result.stdout
 
 
-def test_requirements_pin_the_versions_the_project_is_tested_with():
+def version_tuple(version: str) -> tuple:
+    """``"2.8.0"`` -> ``(2, 8)``: the release's major and minor numbers."""
+    return tuple(int(part) for part in version.split("+")[0].split(".")[:2])
+
+
+def test_the_pins_meet_the_constraints_of_the_design():
+    """docs/design.md, "One pinned environment": espnet 202511 rules out torch 2.13+;
+    s3prl 0.4.18 needs torchaudio 2.8 or older; torchaudio is built against one torch
+    release (the same minor version)."""
     pins = read_pins(REQUIREMENTS)
-    assert pins["espnet"] == "202511"
-    assert pins["torch"] == "2.8.0"
-    assert pins["torchaudio"] == "2.8.0"
-    assert pins["s3prl"] == "0.4.18"
+    torch, torchaudio = version_tuple(pins["torch"]), version_tuple(pins["torchaudio"])
+    assert torch < (2, 13), "espnet 202511 does not run on torch 2.13 or newer"
+    assert torchaudio <= (2, 8), "s3prl 0.4.18 needs torchaudio 2.8 or older"
+    assert torchaudio == torch, "torchaudio must be the build for the pinned torch"
 
 
 def test_setup_py_reads_its_requirements_from_the_pins_file():

@@ -13,8 +13,7 @@ Modules:
 * ``seen_audio``: how much audio the model has been trained on: hours seen, seconds per
   update.
 * ``trainer``: ESPnet's Trainer with a budget in hours seen, a stop on repeated
-  non-finite steps,
-  atomic and mid-epoch checkpoints, one all-reduce per update.
+  non-finite steps, atomic and mid-epoch checkpoints, one all-reduce per update.
 """
 
 from pkgutil import extend_path

@@ -7,6 +7,7 @@ from typing import Dict, Optional, Sequence
 
 import pytest
 import torch
+from tiny_configs import tiny_config
 
 from espnet2.ssl.loss.reconstruction import ReconstructionLoss
 from espnet2.ssl.mask.frequency import FrequencyMasking
@@ -19,34 +20,12 @@ N_MELS = 16
 STATS_KEYS = {"loss_reconstruction", "masked_share", "num_masked_frames"}
 STATS_KEYS |= {"sample_size"}
 
-RECONSTRUCTION = dict(
-    frontend="default",
-    frontend_conf=dict(n_fft=512, win_length=400, hop_length=320, n_mels=N_MELS),
-    normalize="utterance_mvn",
-    normalize_conf=dict(norm_vars=True),
-    preencoder="linear",
-    preencoder_conf=dict(output_size=32),
-    encoder="transformer",
-    encoder_conf=dict(
-        output_size=32,
-        attention_heads=4,
-        linear_units=48,
-        num_blocks=2,
-        dropout_rate=0.0,
-        attention_dropout_rate=0.0,
-        positional_dropout_rate=0.0,
-        input_layer="wav2vec",
-        pos_enc_layer_type="conv",
-        pos_conv_kernel_size=8,
-        pos_conv_groups=4,
-        pos_conv_residual=True,
-        embed_layer_norm=True,
-        normalize_before=False,
-        ffn_activation="gelu",
-        zero_padded_frames=True,
-        use_flash_attn=False,
-    ),
-    model_conf=dict(feature_grad_mult=0.0),
+# The recipe's tiny reconstruction config at test sizes (test/helpers/tiny_configs.py)
+RECONSTRUCTION = tiny_config(
+    "reconstruction",
+    frontend_conf=dict(n_mels=N_MELS),
+    encoder_conf=dict(dropout_rate=0.0, attention_dropout_rate=0.0),
+    model_conf=dict(input_dropout=0.0),
     loss=[dict(name="reconstruction", conf=dict(frame_size=N_MELS))],
     util=[
         dict(name="mask", conf=dict(mask_prob=0.3, mask_length=3)),

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from espnet2.fileio.kaldi_data_dir import validate_data_dir
 from espnet2.ssl.synth import corpus
 from espnet2.ssl.synth.corpus import (
     DATA_FILES,
@@ -306,6 +307,5 @@ def test_config_rejects_wrong_types():
 
 
 def test_data_dirs_pass_the_project_validator(corpus_a):
-    kaldi_data_dir = pytest.importorskip("espnet2.fileio.kaldi_data_dir")
     for set_name in SET_NAMES:
-        kaldi_data_dir.validate_data_dir(corpus_a / "data" / set_name)
+        validate_data_dir(corpus_a / "data" / set_name)

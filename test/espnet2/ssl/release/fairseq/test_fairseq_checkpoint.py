@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
+import omegaconf
 import pytest
 import torch
 import torch.nn.functional as F
@@ -327,7 +328,6 @@ def fake_fairseq_dictionary(monkeypatch):
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy_format"])
 def test_omegaconf_cfg_numpy_and_dictionaries_load_inert(tmp_path, monkeypatch, legacy):
-    omegaconf = pytest.importorskip("omegaconf")
     raw = checkpoint_dict("hubert", False, "cfg")
     reference = import_fairseq(save(raw, tmp_path / "plain.pt"))[0].state_dict()
     raw["cfg"] = omegaconf.OmegaConf.create(raw["cfg"])  # before March 2021

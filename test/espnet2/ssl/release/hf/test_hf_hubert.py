@@ -27,6 +27,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from tiny_configs import tiny_config
 from transformers import HubertConfig, HubertModel
 
 from espnet2.bin import ssl_hf_convert
@@ -37,35 +38,17 @@ from espnet2.ssl.release.hf.wav2vec2 import NotExpressibleError, build_espnet_mo
 from espnet2.tasks.ssl import SSLTask
 
 REPO_ROOT = Path(__file__).resolve().parents[5]
-TINY_YAML = REPO_ROOT / "egs2/mini_synth/ssl2/conf/tuning/train_ssl_hubert_tiny.yaml"
-MODEL_SECTIONS = ("frontend", "frontend_conf", "specaug", "normalize", "preencoder")
-MODEL_SECTIONS += ("preencoder_conf", "encoder", "encoder_conf", "model_conf")
-MODEL_SECTIONS += ("loss", "util")
 NUM_CLASSES = 12
 TOLERANCE = 1e-4  # absolute, float32; measured <= 1.0e-6
 LENGTHS = (8000, 5600, 6400)  # samples; 24, 17 and 19 frames
 
 
 def tiny_hubert(**sections) -> Dict:
-    """The recipe's tiny HuBERT at test sizes; ``sections`` update its parts."""
-    with TINY_YAML.open() as f:
-        recipe = yaml.safe_load(f)
-    config = {key: recipe[key] for key in MODEL_SECTIONS}
-    shapes = recipe["frontend_conf"]["shapes"]
-    config["frontend_conf"]["shapes"] = [[16, k, s] for _, k, s in shapes]
-    config["preencoder_conf"]["output_size"] = 32
-    config["encoder_conf"].update(
-        output_size=32,
-        attention_heads=4,
-        linear_units=64,
-        num_blocks=2,
-        pos_conv_kernel_size=8,
-        pos_conv_groups=4,
-    )
+    """The recipe's tiny HuBERT at test sizes (test/helpers/tiny_configs.py), with
+    ``NUM_CLASSES`` classes; ``sections`` update its parts."""
+    config = tiny_config("hubert", **sections)
     config["loss"][0]["conf"].update(num_classes=NUM_CLASSES, final_dim=8)
     config["token_list"] = [str(i) for i in range(NUM_CLASSES)] + ["<unk>"]
-    for section, overrides in sections.items():
-        config[section].update(overrides)
     return config
 
 

@@ -21,6 +21,7 @@ import pytest
 import torch
 import yaml
 from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
+from tiny_configs import merged, recipe_config, tiny_config
 from transformers import Wav2Vec2Config, Wav2Vec2ForPreTraining, Wav2Vec2Model
 from transformers.models.wav2vec2.modeling_wav2vec2 import _sample_negative_indices
 
@@ -49,73 +50,26 @@ FLOAT64_TOLERANCE = 1e-10  # measured <= 6e-16 (CNN features, targets: exactly 0
 FLOAT32_TOLERANCE = 1e-5  # measured <= 3e-7 (logits, loss; float32 models too)
 PERPLEXITY_TOLERANCE = 1e-4  # fairseq's 1e-7 smoothing (HF has none): <= 2e-6
 NUM_NEGATIVES = 10
-CNN_SHAPES = [[16, 10, 5]] + [[16, 3, 2]] * 4 + [[16, 2, 2]] * 2  # BASE, 16 channels
-
 # wav2vec 2.0 BASE options (egs2/librispeech/ssl2/conf/tuning/
-# train_ssl_wav2vec2_base.yaml) at tiny sizes: 2 layers, G=2, V=8, K=10.
-TINY_BASE = dict(
+# train_ssl_wav2vec2_base.yaml) at tiny sizes: 2 layers, G=2, V=8, K=10. Built on the
+# recipe's tiny config at test sizes (test/helpers/tiny_configs.py).
+RECIPE_LOSS = recipe_config("wav2vec2")["loss"][0]["conf"]
+TINY_BASE = tiny_config(
+    "wav2vec2",
     token_list=["<unk>"],
-    frontend="wav2vec_cnn",
-    frontend_conf=dict(
-        norm_mode="group_norm",
-        conv_mode="standard",
-        bias=False,
-        shapes=CNN_SHAPES,
-        normalize_audio=False,
-        normalize_output=False,
-        fs="16k",
-    ),
-    specaug=None,
-    normalize=None,
-    preencoder="linear",
-    preencoder_conf=dict(output_size=32, dropout=0.0),
-    encoder="transformer",
-    encoder_conf=dict(
-        output_size=32,
-        attention_heads=4,
-        linear_units=64,
-        num_blocks=2,
-        dropout_rate=0.1,
-        attention_dropout_rate=0.1,
-        activation_dropout_rate=0.0,
-        positional_dropout_rate=0.0,
-        input_layer="wav2vec",
-        pos_enc_layer_type="conv",
-        pos_conv_kernel_size=8,  # even, like BASE's 128
-        pos_conv_groups=4,
-        pos_conv_residual=True,
-        embed_layer_norm=True,
-        normalize_before=False,
-        ffn_activation="gelu",
-        layer_norm_eps=1e-5,
-        zero_padded_frames=True,
-        layer_drop_rate=0.05,
-        apply_layer_drop=True,
-        use_flash_attn=False,
-    ),
-    model_conf=dict(
-        feature_grad_mult=0.1,
-        feature_layer_norm=True,
-        input_dropout=0.1,
-        extract_feats_in_collect_stats=False,
-    ),
+    encoder_conf=dict(layer_drop_rate=0.05, apply_layer_drop=True),
     loss=[
         dict(
             name="wav2vec2",
-            conf=dict(
-                feature_size=16,
-                final_dim=12,
-                num_negatives=NUM_NEGATIVES,
-                cross_sample_negatives=0,
-                logit_temperature=0.1,
-                num_groups=2,
-                num_entries=8,
-                max_temperature=2.0,
-                min_temperature=0.5,
-                temperature_decay=0.999995,
-                diversity_weight=0.1,
-                feature_penalty_weight=10.0,
-                feature_dropout=0.1,
+            conf=merged(
+                RECIPE_LOSS,
+                dict(
+                    feature_size=16,
+                    final_dim=12,
+                    num_negatives=NUM_NEGATIVES,
+                    cross_sample_negatives=0,
+                    temperature_decay=0.999995,
+                ),
             ),
         )
     ],
@@ -128,6 +82,7 @@ TINY_BASE = dict(
         )
     ],
 )
+CNN_SHAPES = TINY_BASE["frontend_conf"]["shapes"]  # BASE's kernels, 16 channels
 # wav2vec 2.0 LARGE (LV-60) form: LayerNorm CNN with bias, pre-LN encoder (HF
 # do_stable_layer_norm).
 TINY_LARGE = copy.deepcopy(TINY_BASE)
