@@ -22,6 +22,7 @@ from typing import Dict, Tuple
 import pytest
 import torch
 from espnet.nets.pytorch_backend.transformer.attention import MultiHeadedAttention
+from tiny_configs import tiny_config
 
 from espnet2.asr.encoder.building_blocks import padding_mask
 from espnet2.asr.encoder.summary_mixing_encoder import SummaryMixingEncoder
@@ -31,25 +32,20 @@ DIM, HEADS, MAX_LEN = 64, 4, 40
 LENGTHS = [MAX_LEN, MAX_LEN - 7, MAX_LEN // 2]
 TOLERANCE = 1e-5  # max relative error, float32
 
-WAV2VEC2 = dict(
-    input_size=DIM,
-    output_size=DIM,
-    attention_heads=HEADS,
-    linear_units=2 * DIM,
-    num_blocks=2,
-    dropout_rate=0.0,
-    positional_dropout_rate=0.0,
-    attention_dropout_rate=0.0,
-    input_layer="wav2vec",
-    pos_enc_layer_type="conv",
-    pos_conv_kernel_size=16,
-    pos_conv_groups=4,
-    pos_conv_residual=True,
-    ffn_activation="gelu",
-    layer_norm_eps=1e-5,
-    zero_padded_frames=True,
-    use_flash_attn=False,
-)
+# The recipe's tiny wav2vec 2.0 encoder (test/helpers/tiny_configs.py) without dropout
+WAV2VEC2 = tiny_config(
+    "wav2vec2",
+    encoder_conf=dict(
+        output_size=DIM,
+        attention_heads=HEADS,
+        linear_units=2 * DIM,
+        dropout_rate=0.0,
+        attention_dropout_rate=0.0,
+        pos_conv_kernel_size=16,
+    ),
+)["encoder_conf"]
+WAV2VEC2["input_size"] = DIM
+del WAV2VEC2["use_sdpa"]  # each test chooses the path
 SUMMARY_MIXING = dict(
     input_size=DIM,
     output_size=DIM,
