@@ -15,7 +15,7 @@ import yaml
 
 from espnet2.tasks.ssl import SSLTask
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG = REPO_ROOT / "egs2/mini_synth/ssl2/conf/train_ssl_reconstruction_tiny.yaml"
 LENGTHS = (8000, 5600)  # samples: 26 and 18 frames of 20 ms (centred STFT)
 
