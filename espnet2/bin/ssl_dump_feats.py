@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 from espnet2.fileio.kaldi_data_dir import DataDirError, read_two_column_file
+from espnet2.ssl.model_files import ModelFileError
 from espnet2.ssl.targets.dump import (
     dump_features,
     merge_finished,
@@ -317,7 +318,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
             _dump_in_processes(args, sys.argv[1:] if cmd is None else list(cmd))
         else:
             _dump_here(args)
-    except (FeatureDumpError, DataDirError) as err:
+    except (FeatureDumpError, ModelFileError, DataDirError) as err:
         exit_with_error(TOOL, str(err))
 
 

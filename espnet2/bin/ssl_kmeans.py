@@ -28,6 +28,7 @@ from typing import Any, Dict, Optional, Sequence
 
 import yaml
 
+from espnet2.ssl.frame_geometry import read_cnn_shapes
 from espnet2.ssl.targets.kmeans import (
     FAISS_INIT_METHODS,
     LLOYD_TOL,
@@ -47,7 +48,6 @@ from espnet2.ssl.targets.labels import (
     check_labels,
     check_same_utterances,
     label_step,
-    read_cnn_shapes,
     read_utt2num_samples,
     utt2num_samples_from_wav_scp,
     write_labels,

@@ -50,7 +50,6 @@ from typing import (
     Dict,
     List,
     Optional,
-    Sequence,
     Set,
     Tuple,
     Union,
@@ -81,6 +80,12 @@ from espnet2.ssl.data.checked_dataset import BAD_UTTERANCES, CheckedDataset
 from espnet2.ssl.data.collate import SSLCollateFn
 from espnet2.ssl.data.example_check import ExampleRules
 from espnet2.ssl.espnet_model import ESPnetSSLModel
+from espnet2.ssl.frame_geometry import (
+    Shapes,
+    config_cnn_shapes,
+    receptive_field,
+    total_stride,
+)
 from espnet2.ssl.loss.abs_loss import AbsSSLLoss
 from espnet2.ssl.loss.hubert import HuBERTLoss  # noqa: F401 (ESPnet's name, kept)
 from espnet2.ssl.loss.hubert_weighted import WeightedHuBERTLoss
@@ -196,23 +201,6 @@ _COLLATE_DEFAULTS = dict(
     dynamic_mixing_gain_db=5.0,
     dynamic_mixing_prob=0.1,
 )
-_DEFAULT_CNN_SHAPES = ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2
-
-
-def receptive_field(shapes: Sequence[Sequence[int]]) -> Tuple[int, int]:
-    """Receptive field and stride, in input samples, of a stack of 1-D convolutions.
-
-    Args:
-        shapes: ``(channels, kernel, stride)`` per layer, first layer first.
-
-    Returns:
-        (receptive field, stride); (400, 320) for the wav2vec 2.0 CNN.
-    """
-    field, stride = 1, 1
-    for _, kernel, layer_stride in reversed(list(shapes)):
-        field = layer_stride * (field - 1) + kernel
-        stride *= layer_stride
-    return field, stride
 
 
 class SSLTask(AbsTask):
@@ -382,11 +370,9 @@ class SSLTask(AbsTask):
             parser.add_argument(name, type=int, default=None, help="Unused (ESPnet)")
 
     @classmethod
-    def _cnn_shapes(cls, args: argparse.Namespace) -> Sequence[Sequence[int]]:
+    def _cnn_shapes(cls, args: argparse.Namespace) -> Shapes:
         """``(channels, kernel, stride)`` per layer of the CNN frontend."""
-        if args.encoder_conf.get("extractor_conv_layer_config") is not None:
-            return args.encoder_conf["extractor_conv_layer_config"]
-        return args.frontend_conf.get("shapes", _DEFAULT_CNN_SHAPES)
+        return config_cnn_shapes(vars(args), "--frontend_conf / --encoder_conf")
 
     @classmethod
     def _frame_geometry(cls, args: argparse.Namespace) -> Tuple[int, int, int]:
@@ -394,8 +380,8 @@ class SSLTask(AbsTask):
         fs = args.frontend_conf.get("fs", 16000)
         if isinstance(fs, str):
             fs = humanfriendly.parse_size(fs)
-        field, stride = receptive_field(cls._cnn_shapes(args))
-        return int(fs), field, stride
+        shapes = cls._cnn_shapes(args)
+        return int(fs), receptive_field(shapes), total_stride(shapes)
 
     @classmethod
     def example_rules(cls, args: argparse.Namespace) -> ExampleRules:
@@ -404,7 +390,7 @@ class SSLTask(AbsTask):
         has_cnn = args.input_size is None and args.frontend == "wav2vec_cnn"
         if args.encoder_conf.get("extractor_conv_layer_config") is not None:
             has_cnn = True
-        shapes = tuple(tuple(int(v) for v in layer) for layer in cls._cnn_shapes(args))
+        shapes = cls._cnn_shapes(args)
         return ExampleRules(
             sample_rate=cls._frame_geometry(args)[0],
             cnn_shapes=shapes if has_cnn else None,

@@ -54,7 +54,7 @@ import torch
 import yaml
 from cpu_random import CpuRandomness
 
-from espnet2.ssl.targets.frames import cnn_frame_count
+from espnet2.ssl.frame_geometry import cnn_frame_count
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = {

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from espnet2.ssl.targets.frames import cnn_frame_count
-from espnet2.ssl.targets.labels import read_cnn_shapes
+from espnet2.ssl.frame_geometry import cnn_frame_count, read_cnn_shapes
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG = REPO_ROOT / "egs2/mini_synth/ssl2/conf/tuning/train_ssl_hubert_tiny.yaml"

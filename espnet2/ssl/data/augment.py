@@ -42,7 +42,7 @@ import torch
 import torchaudio.functional
 from typeguard import typechecked
 
-from espnet2.ssl.data.crop import frame_count
+from espnet2.ssl.frame_geometry import frame_count
 
 AUG_NOISE = 1
 AUG_SPEED = 2

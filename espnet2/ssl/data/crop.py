@@ -19,12 +19,7 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
-
-def frame_count(num_samples: int, frame_field: int, frame_stride: int) -> int:
-    """Frames of a frontend with this receptive field and stride (samples); >= 0."""
-    if num_samples < frame_field:
-        return 0
-    return (num_samples - frame_field) // frame_stride + 1
+from espnet2.ssl.frame_geometry import frame_count
 
 
 def crop_offset(

@@ -28,7 +28,7 @@ from espnet2.fileio.audio_check import (
     nonfinite_problem,
     wav_truncation,
 )
-from espnet2.ssl.targets.frames import cnn_frame_count
+from espnet2.ssl.frame_geometry import cnn_frame_count
 
 Shapes = Tuple[Tuple[int, int, int], ...]
 

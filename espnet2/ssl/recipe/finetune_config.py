@@ -29,7 +29,12 @@ from typing import Any, Dict, Union
 import torch
 import yaml
 
-from espnet2.ssl.model_files import WeightsOnlyError, load_weights_only
+from espnet2.ssl.model_files import (
+    ModelFileError,
+    WeightsOnlyError,
+    load_weights_only,
+    unpack_model,
+)
 from espnet2.ssl.recipe.pretrain_config import RecipeConfigError, load_config
 
 PathLike = Union[str, Path]
@@ -51,27 +56,18 @@ def _frontend_model_conf(config: Dict[str, Any], path: PathLike) -> Dict[str, An
     return inner
 
 
-def unpack_model(zip_path: PathLike, out_dir: PathLike) -> Path:
+def _unpack_ssl_zip(zip_path: PathLike, out_dir: PathLike) -> Path:
     """Unpacks a packed SSL model (``espnet2.bin.pack ssl``) into ``out_dir``.
 
     ``out_dir`` is replaced. Returns the unpacked model file, next to its
     ``config.yaml`` (what ``espnet_ssl``'s ``path_or_url`` loads without the zoo).
     """
-    from espnet2.main_funcs.pack_funcs import unpack
-
     out_dir = Path(out_dir)
     shutil.rmtree(out_dir, ignore_errors=True)
-    files = unpack(zip_path, out_dir, use_cache=False)
-    if "ssl_model_file" not in files:
-        raise RecipeConfigError(
-            f"{zip_path}: no ssl_model_file in its meta.yaml; pack it with "
-            "espnet2.bin.pack ssl (recipe stage 6)"
-        )
-    model = Path(files["ssl_model_file"])
-    if not model.is_relative_to(out_dir):
-        # packed under an absolute name: extracted below out_dir without its
-        # leading "/", but unpack() returns the original path
-        model = out_dir / model.relative_to(model.anchor)
+    try:
+        _, model = unpack_model(zip_path, "ssl_train_config", "ssl_model_file", out_dir)
+    except ModelFileError as err:
+        raise RecipeConfigError(f"{err} (recipe stage 6 packs it)") from None
     if not (model.parent / "config.yaml").is_file():
         raise RecipeConfigError(f"{zip_path}: its model has no config.yaml beside it")
     check_weights_only(model)
@@ -124,7 +120,7 @@ def write_with_frontend_model(path: PathLike, model: PathLike, out: PathLike) ->
         )
     conf = _frontend_model_conf(config, path)
     if str(model).endswith(".zip"):
-        model = unpack_model(model, Path(out).parent / UNPACKED_DIR)
+        model = _unpack_ssl_zip(model, Path(out).parent / UNPACKED_DIR)
     conf["path_or_url"] = str(model)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(config, sort_keys=False, default_flow_style=None)

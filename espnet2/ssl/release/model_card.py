@@ -230,7 +230,7 @@ def collect_facts(
     Raises:
         ModelCardError: The config or the model file is missing or unreadable.
     """
-    from espnet2.ssl.targets.dumpers.espnet_models import load_task_model
+    from espnet2.ssl.model_files import load_task_model
     from espnet2.tasks.ssl import SSLTask
 
     exp = Path(exp_dir)

@@ -25,6 +25,8 @@ from torch.utils.flop_counter import (
     sdpa_flop_count,
 )
 
+from espnet2.ssl.frame_geometry import frame_count
+
 ATEN = torch.ops.aten
 
 
@@ -54,7 +56,7 @@ def cnn_flops(num_samples: int, shapes: Sequence[Sequence[int]]) -> float:
     """FLOPs (2 per multiply-add) of unpadded 1-D convolutions, first layer first."""
     flops, length, channels_in = 0.0, num_samples, 1
     for channels, kernel, stride in shapes:
-        length = max(0, (length - kernel) // stride + 1)
+        length = frame_count(length, kernel, stride)
         flops += 2.0 * length * channels * channels_in * kernel
         channels_in = channels
     return flops

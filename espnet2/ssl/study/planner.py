@@ -25,9 +25,9 @@ from typing import Dict, Optional
 
 import torch
 
+from espnet2.ssl.frame_geometry import cnn_frame_count, config_cnn_shapes
 from espnet2.ssl.study.flops import analytic_transformer_flops, count_flops
 from espnet2.ssl.study.memory import tensor_memory
-from espnet2.ssl.targets.frames import WAV2VEC2_CNN_SHAPES, cnn_frame_count
 from espnet2.ssl.train.batch_seconds import plan_batch, scale_lr
 
 
@@ -62,7 +62,7 @@ def _batch(config: Dict, crop_seconds: float, sample_rate: int, seed: int = 0):
     )
     for loss in config.get("loss", []):
         if "num_classes" in loss.get("conf", {}):
-            shapes = config.get("frontend_conf", {}).get("shapes", WAV2VEC2_CNN_SHAPES)
+            shapes = config_cnn_shapes(config, "the training config")
             frames = cnn_frame_count(samples, shapes)
             classes = loss["conf"]["num_classes"]
             batch["text"] = torch.randint(classes, (1, frames), generator=generator)
@@ -148,7 +148,7 @@ def encoder_flops_check(
     with torch.no_grad():
         counted = count_flops(lambda: model.inference_encode(speech, lengths))
         frames = int(model.inference_encode(speech, lengths)[2][0])
-    shapes = config.get("frontend_conf", {}).get("shapes", WAV2VEC2_CNN_SHAPES)
+    shapes = config_cnn_shapes(config, "the training config")
     analytic = analytic_transformer_flops(
         int(lengths[0]), frames, shapes, config["encoder_conf"]
     )

@@ -3,7 +3,7 @@
 A labels file holds ``utt_id l1 l2 ...`` per line (ESPnet's ``text`` data with
 ``--token_type word``). Its length per utterance must equal exactly the number of
 frames the SSL model's convolutional frontend gives for that utterance's audio
-(:func:`espnet2.ssl.targets.frames.cnn_frame_count` on ``utt2num_samples``), so
+(:func:`espnet2.ssl.frame_geometry.cnn_frame_count` on ``utt2num_samples``), so
 labels are written at the CNN's frame rate and checked against it here; the SSL
 config then uses ``label_downsampling: 1``.
 
@@ -38,12 +38,10 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Un
 
 import numpy as np
 import soundfile
-import yaml
 
-from espnet2.ssl.targets.frames import WAV2VEC2_CNN_SHAPES, cnn_frame_count
+from espnet2.ssl.frame_geometry import WAV2VEC2_CNN_SHAPES, Shapes, cnn_frame_count
 
 PathLike = Union[str, Path]
-Shapes = Tuple[Tuple[int, int, int], ...]
 UNK = "<unk>"
 MAX_LISTED = 10  # utterances named in one error message
 
@@ -127,45 +125,6 @@ def utt2num_samples_from_wav_scp(
                 )
             result[fields[0]] = int(info.frames)
     return result
-
-
-def write_utt2num_samples(utt2num_samples: Dict[str, int], path: PathLike) -> None:
-    """Write ``utt_id num_samples`` lines atomically."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(f"{utt} {n}\n" for utt, n in utt2num_samples.items())
-
-
-def read_cnn_shapes(ssl_config: Optional[PathLike] = None) -> Shapes:
-    """The CNN layers ``(channels, kernel, stride)`` of an SSL training config.
-
-    Args:
-        ssl_config: ESPnet SSL ``config.yaml`` (``frontend: wav2vec_cnn`` and
-            ``frontend_conf.shapes``); None, or no ``shapes`` in it, gives the
-            wav2vec 2.0 CNN (``CNNFrontend``'s default).
-
-    Returns:
-        The shapes, first layer first.
-    """
-    if ssl_config is None:
-        return WAV2VEC2_CNN_SHAPES
-    with open(ssl_config, encoding="utf-8") as f:
-        config = yaml.safe_load(f) or {}
-    frontend = config.get("frontend", "wav2vec_cnn")
-    if frontend != "wav2vec_cnn":
-        raise ValueError(
-            f"{ssl_config}: frontend '{frontend}' is not the "
-            "'wav2vec_cnn' frontend; labels follow its frames only"
-        )
-    shapes = (config.get("frontend_conf") or {}).get("shapes")
-    if shapes is None:
-        return WAV2VEC2_CNN_SHAPES
-    if not all(len(layer) == 3 for layer in shapes):
-        raise ValueError(
-            f"{ssl_config}: frontend_conf.shapes must be a list of "
-            f"[channels, kernel, stride], got {shapes}"
-        )
-    return tuple((int(c), int(k), int(s)) for c, k, s in shapes)
 
 
 def label_step(

@@ -39,6 +39,7 @@ import numpy as np
 from typeguard import typechecked
 
 from espnet2.fileio.kaldi_data_dir import DataDirError, read_two_column_file
+from espnet2.ssl.frame_geometry import kaldi_frame_count
 from espnet2.ssl.targets.alignments import (
     SILENCE,
     PhoneSegment,
@@ -46,7 +47,6 @@ from espnet2.ssl.targets.alignments import (
     frames_spanned,
     read_ctm,
 )
-from espnet2.ssl.targets.frames import kaldi_frame_count
 
 Seconds = float
 PathLike = Union[str, Path]

@@ -13,8 +13,11 @@ import soundfile
 import yaml
 
 from espnet2.bin.ssl_kmeans import main
-from espnet2.ssl.targets.frames import cnn_frame_count, kaldi_frame_count
-from espnet2.ssl.targets.labels import read_cnn_shapes
+from espnet2.ssl.frame_geometry import (
+    cnn_frame_count,
+    kaldi_frame_count,
+    read_cnn_shapes,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 TINY_CONFIG = (

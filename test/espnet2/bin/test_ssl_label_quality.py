@@ -10,9 +10,9 @@ from typing import Dict, List
 import pytest
 
 from espnet2.bin.ssl_label_quality import main, markdown_table, parse_named_paths
+from espnet2.ssl.frame_geometry import WAV2VEC2_CNN_SHAPES, cnn_frame_count
 from espnet2.ssl.synth.corpus import SynthCorpusConfig, build_corpus
 from espnet2.ssl.targets.alignments import frame_phones, read_ctm
-from espnet2.ssl.targets.frames import WAV2VEC2_CNN_SHAPES, cnn_frame_count
 from espnet2.ssl.targets.quality import ClusterQuality
 
 REPO_ROOT = Path(__file__).resolve().parents[3]

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from espnet2.bin.ssl_plan import main
+from espnet2.ssl.frame_geometry import WAV2VEC2_CNN_SHAPES
 from espnet2.ssl.study.flops import cnn_flops
 from espnet2.ssl.study.planner import budget
-from espnet2.ssl.targets.frames import WAV2VEC2_CNN_SHAPES
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 LIBRISPEECH = REPO_ROOT / "egs2/librispeech/ssl2/conf/tuning"

@@ -10,7 +10,7 @@ from espnet2.ssl.loss.hubert_weighted import WeightedHuBERTLoss
 from espnet2.ssl.loss.wav2vec2 import Wav2Vec2Loss
 from espnet2.ssl.mask.span import SpanMasking
 from espnet2.tasks import ssl as task_module
-from espnet2.tasks.ssl import SSLTask, receptive_field
+from espnet2.tasks.ssl import SSLTask
 
 
 def test_new_choices_are_registered_next_to_espnet_ones():
@@ -59,11 +59,6 @@ def test_volume_normalisation_reaches_the_preprocessor_not_the_rir_path():
     args.token_list = ["a", "<unk>"]
     preprocess = SSLTask.build_preprocess_fn(args, train=True)
     assert preprocess.speech_volume_normalize == pytest.approx(0.5)
-
-
-def test_receptive_field_of_the_wav2vec2_cnn_is_400_samples_with_stride_320():
-    shapes = [[512, 10, 5]] + [[512, 3, 2]] * 4 + [[512, 2, 2]] * 2
-    assert receptive_field(shapes) == (400, 320)
 
 
 def _collate_args(**collate_fn_conf) -> argparse.Namespace:

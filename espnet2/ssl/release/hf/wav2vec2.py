@@ -39,6 +39,7 @@ from espnet2.asr.encoder.wav2vec2_transformer_encoder import Wav2Vec2Transformer
 from espnet2.asr.frontend.cnn import CNNFrontend
 from espnet2.asr.preencoder.linear import LinearProjection
 from espnet2.ssl.espnet_model import ESPnetSSLModel
+from espnet2.ssl.frame_geometry import config_cnn_shapes
 from espnet2.ssl.loss.wav2vec2 import Wav2Vec2Loss
 from espnet2.ssl.mask.span import SpanMasking
 from espnet2.ssl.release.hf.keys import (
@@ -353,7 +354,7 @@ def _check_expressible(sections: Sections, objective: HFObjective) -> None:
 def _derived_hf_fields(sections: Sections) -> Dict[str, Any]:
     """HF fields that are not a copy of one option of ours (DERIVED_HF_FIELDS)."""
     frontend, encoder = sections["frontend_conf"], sections["encoder_conf"]
-    shapes = [[int(v) for v in shape] for shape in frontend["shapes"]]
+    shapes = config_cnn_shapes({"frontend_conf": frontend}, "frontend_conf")
     activation_dropout = encoder["activation_dropout_rate"]
     if activation_dropout is None:  # ESPnet: the FFN reuses dropout_rate
         activation_dropout = encoder["dropout_rate"]

@@ -81,13 +81,8 @@ from s3prl.upstream.interfaces import UpstreamBase
 from torch.nn.utils.rnn import pad_sequence
 from typeguard import typechecked
 
-from espnet2.ssl.targets.dumpers.base import FeatureDumpError
-from espnet2.ssl.targets.dumpers.espnet_models import (
-    PathLike,
-    encoder_subsampling,
-    frontend_hop,
-    load_model_files,
-)
+from espnet2.ssl.frame_geometry import encoder_subsampling, frontend_hop
+from espnet2.ssl.model_files import ModelFileError, PathLike, load_model_files
 from espnet2.ssl.targets.dumpers.ssl_model import TRAINER, padding_invariance
 
 HUB_NAME = "espnet_ssl_local"
@@ -96,7 +91,7 @@ ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".tbz2", ".txz")
 TAR_SUFFIXES = ((".tar", ".gz"), (".tar", ".bz2"), (".tar", ".xz"))
 
 
-class SSLUpstreamError(FeatureDumpError):
+class SSLUpstreamError(ModelFileError):
     """A model file, archive or s3prl setup the upstream cannot use; the message
     names the file and the fix."""
 
@@ -317,7 +312,7 @@ def espnet_ssl_local(
                 f"'{ckpt}' is a packed model with its own config. Fix: drop "
                 f"model_config '{model_config}' (run_downstream.py: -g)."
             )
-    except FeatureDumpError as err:  # SSLUpstreamError too
+    except ModelFileError as err:  # SSLUpstreamError too
         raise SSLUpstreamError(f"{HUB_NAME}: {err}") from None
     return ESPnetSSLUpstream(model, source=source).eval()
 

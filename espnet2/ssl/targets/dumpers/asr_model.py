@@ -23,12 +23,12 @@ from typing import Dict, Optional, Tuple
 import torch
 from typeguard import typechecked
 
-from espnet2.ssl.targets.dumpers.base import FeatureDumper, FeatureDumpError, Hz
-from espnet2.ssl.targets.dumpers.espnet_models import (
-    PathLike,
+from espnet2.ssl.frame_geometry import model_frame_rate
+from espnet2.ssl.targets.dumpers.base import (
+    FeatureDumpError,
+    Hz,
+    ModelDumper,
     check_layer,
-    load_model_files,
-    model_frame_rate,
 )
 
 TRAINER = "espnet2.bin.asr_train"
@@ -43,10 +43,12 @@ def _block_output(output) -> torch.Tensor:
     return hidden[0] if isinstance(hidden, tuple) else hidden
 
 
-class ASRDumper(FeatureDumper):
+class ASRDumper(ModelDumper):
     """Encoder output (or one encoder block's output) of an ``ASRTask`` model."""
 
     name = "asr"
+    task = "espnet2.tasks.asr:ASRTask"
+    trainer = TRAINER
 
     @typechecked
     def __init__(
@@ -111,18 +113,6 @@ class ASRDumper(FeatureDumper):
             self.model.frontend, self.model.encoder, self.sample_rate
         )
 
-    def describe(self) -> Dict:
-        """Feature type, layer, dimension, frame rate and the model files."""
-        return {
-            "feature_type": self.name,
-            "layer": self.layer,
-            "num_layers": self.num_layers,
-            "dim": self.dim,
-            "frame_rate": self.frame_rate,
-            "sample_rate": self.sample_rate,
-            **self.source,
-        }
-
     def _forward(
         self, speech: torch.Tensor, speech_lengths: torch.Tensor
     ) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -155,29 +145,4 @@ class ASRDumper(FeatureDumper):
         return (captured[0] if captured else encoded), lengths
 
 
-@typechecked
-def build_asr_dumper(
-    config_file: Optional[PathLike] = None,
-    model_file: Optional[PathLike] = None,
-    packed_model: Optional[PathLike] = None,
-    layer: Optional[int] = None,
-    device: str = "auto",
-) -> ASRDumper:
-    """Loads an ``ASRTask`` model and wraps it (the registry's ``asr``).
-
-    Args:
-        config_file: ``config.yaml`` of the asr_train run (None: next to the model).
-        model_file: Its ``.pth`` (e.g. ``valid.acc.ave.pth``).
-        packed_model: Or an archive from ``espnet2.bin.pack asr``.
-        layer: Encoder block 1..num_blocks, or None for the final output.
-        device: ``auto``, ``cpu`` or ``cuda[:N]``.
-
-    Returns:
-        The dumper.
-    """
-    from espnet2.tasks.asr import ASRTask
-
-    model, source = load_model_files(
-        ASRTask, TRAINER, config_file, model_file, packed_model
-    )
-    return ASRDumper(model, layer=layer, device=device, source=source)
+build_asr_dumper = ASRDumper.from_files  # the registry's entry (and its options)

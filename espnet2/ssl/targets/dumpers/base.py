@@ -16,10 +16,14 @@ together, so batching never changes a result.
 """
 
 import abc
+import importlib
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from typeguard import typechecked
+
+from espnet2.ssl.model_files import PathLike, load_model_files
 
 Hz = float
 SAMPLE_RATE = 16000  # every dumper reads 16 kHz audio
@@ -218,3 +222,77 @@ class FeatureDumper(abc.ABC):
                 )
             results.append(np.ascontiguousarray(matrix, dtype=np.float32))
         return results
+
+
+class ModelDumper(FeatureDumper):
+    """A dumper of an ESPnet model's encoder: loaded from its files, described by
+    its layer and the model files (``SSLDumper``, ``ASRDumper``).
+
+    Subclasses set ``task`` (``module:Class`` of the ESPnet task that builds the
+    model) and ``trainer`` (its training entry point, for messages), and keep
+    ``layer``, ``num_layers`` and ``source`` (see :func:`load_model_files`).
+    """
+
+    task = ""
+    trainer = ""
+    layer: Optional[int]
+    num_layers: Optional[int]
+    source: Dict[str, Optional[str]]
+
+    @classmethod
+    @typechecked
+    def from_files(
+        cls,
+        config_file: Optional[PathLike] = None,
+        model_file: Optional[PathLike] = None,
+        packed_model: Optional[PathLike] = None,
+        layer: Optional[int] = None,
+        device: str = "auto",
+    ) -> "ModelDumper":
+        """Loads the model (``task``) and wraps it (the registry's ``ssl``/``asr``).
+
+        Args:
+            config_file: ``config.yaml`` of the training run (None: next to the
+                model).
+            model_file: Its ``.pth`` (e.g. ``valid.loss.best.pth``).
+            packed_model: Or an archive from ``espnet2.bin.pack``.
+            layer: Encoder block 1..num_blocks, or None for the final output.
+            device: ``auto``, ``cpu`` or ``cuda[:N]``.
+
+        Returns:
+            The dumper.
+        """
+        module, name = cls.task.split(":")
+        task = getattr(importlib.import_module(module), name)  # imported on use
+        model, source = load_model_files(
+            task, cls.trainer, config_file, model_file, packed_model
+        )
+        return cls(model, layer=layer, device=device, source=source)
+
+    def describe(self) -> Dict:
+        """Feature type, layer, dimension, frame rate and the model files."""
+        return {
+            "feature_type": self.name,
+            "layer": self.layer,
+            "num_layers": self.num_layers,
+            "dim": self.dim,
+            "frame_rate": self.frame_rate,
+            "sample_rate": self.sample_rate,
+            **self.source,
+        }
+
+
+def check_layer(layer: Optional[int], num_layers: int, source: str) -> None:
+    """Raise unless ``layer`` is None (final output) or in 1..``num_layers``.
+
+    Args:
+        layer: The requested encoder layer (1 = output of the first block).
+        num_layers: The encoder's blocks.
+        source: The model, for the message (its file).
+    """
+    if layer is not None and not 1 <= layer <= num_layers:
+        raise FeatureDumpError(
+            f"layer {layer} is out of range: the encoder of '{source}' has "
+            f"{num_layers} layers. Fix: use --layer 1..{num_layers} (the output of "
+            "that encoder block), or leave --layer out for the encoder's final output."
+        )

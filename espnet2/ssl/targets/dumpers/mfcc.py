@@ -16,12 +16,12 @@ import torch
 import torchaudio
 from typeguard import typechecked
 
-from espnet2.ssl.targets.dumpers.base import SAMPLE_RATE, FeatureDumper, Hz
-from espnet2.ssl.targets.frames import (
+from espnet2.ssl.frame_geometry import (
     KALDI_FRAME_LENGTH,
     KALDI_FRAME_SHIFT,
     kaldi_frame_count,
 )
+from espnet2.ssl.targets.dumpers.base import SAMPLE_RATE, FeatureDumper, Hz
 
 
 def mfcc_with_deltas(

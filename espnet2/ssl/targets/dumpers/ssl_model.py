@@ -19,17 +19,19 @@ from typing import Dict, Optional, Tuple
 import torch
 from typeguard import typechecked
 
-from espnet2.ssl.targets.dumpers.base import FeatureDumper, FeatureDumpError, Hz
-from espnet2.ssl.targets.dumpers.espnet_models import (
-    PathLike,
-    check_layer,
+from espnet2.ssl.frame_geometry import (
+    cnn_frame_count,
     conv_shapes,
     encoder_subsampling,
-    load_model_files,
     model_frame_rate,
     receptive_field,
 )
-from espnet2.ssl.targets.frames import cnn_frame_count
+from espnet2.ssl.targets.dumpers.base import (
+    FeatureDumpError,
+    Hz,
+    ModelDumper,
+    check_layer,
+)
 
 TRAINER = "espnet2.bin.ssl_train"
 # Per-frame or length-aware modules between the CNN and the encoder.
@@ -72,7 +74,7 @@ def padding_invariance(model: torch.nn.Module) -> Tuple[bool, str]:
     return True, "LayerNorm CNN and a transformer with zero_padded_frames"
 
 
-class SSLDumper(FeatureDumper):
+class SSLDumper(ModelDumper):
     """Hidden states of one encoder layer of an ``SSLTask`` model (50 Hz for the CNN).
 
     Utterances of different lengths share a padded batch only when the model is
@@ -82,6 +84,8 @@ class SSLDumper(FeatureDumper):
     """
 
     name = "ssl"
+    task = "espnet2.tasks.ssl:SSLTask"
+    trainer = TRAINER
 
     @typechecked
     def __init__(
@@ -159,18 +163,6 @@ class SSLDumper(FeatureDumper):
         """The CNN's receptive field: 400 samples for wav2vec 2.0's."""
         return None if self.shapes is None else receptive_field(self.shapes)
 
-    def describe(self) -> Dict:
-        """Feature type, layer, dimension, frame rate and the model files."""
-        return {
-            "feature_type": self.name,
-            "layer": self.layer,
-            "num_layers": self.num_layers,
-            "dim": self.dim,
-            "frame_rate": self.frame_rate,
-            "sample_rate": self.sample_rate,
-            **self.source,
-        }
-
     def _forward(
         self, speech: torch.Tensor, speech_lengths: torch.Tensor
     ) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -180,29 +172,4 @@ class SSLDumper(FeatureDumper):
         return hidden, lengths
 
 
-@typechecked
-def build_ssl_dumper(
-    config_file: Optional[PathLike] = None,
-    model_file: Optional[PathLike] = None,
-    packed_model: Optional[PathLike] = None,
-    layer: Optional[int] = None,
-    device: str = "auto",
-) -> SSLDumper:
-    """Loads an ``SSLTask`` model and wraps it (the registry's ``ssl``).
-
-    Args:
-        config_file: ``config.yaml`` of the ssl_train run (None: next to the model).
-        model_file: Its ``.pth`` (e.g. ``valid.loss.best.pth``).
-        packed_model: Or an archive from ``espnet2.bin.pack ssl``.
-        layer: Encoder block 1..num_blocks, or None for the final output.
-        device: ``auto``, ``cpu`` or ``cuda[:N]``.
-
-    Returns:
-        The dumper.
-    """
-    from espnet2.tasks.ssl import SSLTask
-
-    model, source = load_model_files(
-        SSLTask, TRAINER, config_file, model_file, packed_model
-    )
-    return SSLDumper(model, layer=layer, device=device, source=source)
+build_ssl_dumper = SSLDumper.from_files  # the registry's entry (and its options)

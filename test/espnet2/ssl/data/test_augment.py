@@ -13,7 +13,7 @@ from espnet2.ssl.data.augment import (
     augmentation_stats,
     stretch_labels,
 )
-from espnet2.ssl.targets.frames import WAV2VEC2_CNN_SHAPES, cnn_frame_count
+from espnet2.ssl.frame_geometry import WAV2VEC2_CNN_SHAPES, cnn_frame_count
 
 FS, FIELD, STRIDE = 16000, 400, 320
 

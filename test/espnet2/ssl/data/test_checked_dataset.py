@@ -17,7 +17,7 @@ import torch
 
 from espnet2.ssl.data.checked_dataset import BadUtteranceError, CheckedDataset
 from espnet2.ssl.data.collate import SSLCollateFn
-from espnet2.ssl.targets.frames import WAV2VEC2_CNN_SHAPES, cnn_frame_count
+from espnet2.ssl.frame_geometry import WAV2VEC2_CNN_SHAPES, cnn_frame_count
 from espnet2.tasks.abs_task import IteratorOptions
 from espnet2.tasks.ssl import SSLTask
 

@@ -152,7 +152,7 @@ def test_crop_helpers_reject_misaligned_or_oversized_crops():
 
 
 def test_frame_count_matches_the_wav2vec2_cnn():
-    from espnet2.ssl.targets.frames import WAV2VEC2_CNN_SHAPES, cnn_frame_count
+    from espnet2.ssl.frame_geometry import WAV2VEC2_CNN_SHAPES, cnn_frame_count
 
     for n in (0, 399, 400, 719, 720, 16000, 16001, 123457):
         assert frame_count(n, FIELD, STRIDE) == cnn_frame_count(n, WAV2VEC2_CNN_SHAPES)
@@ -185,7 +185,7 @@ def test_any_crop_keeps_every_label_with_its_frame(lengths, crop_samples, seed, 
 
 @given(st.integers(0, 500_000))
 def test_frame_count_is_the_cnn_rule_and_grows_by_one_per_stride(num_samples):
-    from espnet2.ssl.targets.frames import WAV2VEC2_CNN_SHAPES, cnn_frame_count
+    from espnet2.ssl.frame_geometry import WAV2VEC2_CNN_SHAPES, cnn_frame_count
 
     frames = frame_count(num_samples, FIELD, STRIDE)
     assert frames == cnn_frame_count(num_samples, WAV2VEC2_CNN_SHAPES)

@@ -11,7 +11,7 @@ from espnet2.ssl.data.example_check import (
     label_count_problem,
     samples_problem,
 )
-from espnet2.ssl.targets.frames import (
+from espnet2.ssl.frame_geometry import (
     WAV2VEC2_CNN_SHAPES,
     cnn_frame_count,
     kaldi_frame_count,

@@ -8,6 +8,7 @@ import pytest
 import soundfile
 
 from espnet2.fileio.kaldi_data_dir import DataDirError
+from espnet2.ssl.frame_geometry import WAV2VEC2_CNN_SHAPES, cnn_frame_count
 from espnet2.ssl.synth.corpus import SynthCorpusConfig, build_corpus
 from espnet2.ssl.targets.alignments import (
     PhoneSegment,
@@ -19,7 +20,6 @@ from espnet2.ssl.targets.alignments import (
     phone_transcripts,
     read_ctm,
 )
-from espnet2.ssl.targets.frames import WAV2VEC2_CNN_SHAPES, cnn_frame_count
 
 SAMPLE_RATE = 16000
 TINY = SynthCorpusConfig(

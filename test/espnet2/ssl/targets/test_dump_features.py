@@ -16,10 +16,10 @@ import torchaudio
 import yaml
 
 from espnet2.fileio.kaldi_data_dir import DataDirError
+from espnet2.ssl.frame_geometry import kaldi_frame_count
 from espnet2.ssl.synth.corpus import SynthCorpusConfig, build_corpus
 from espnet2.ssl.targets.dump import dump_features, shard_ranges
 from espnet2.ssl.targets.dumpers import FeatureDumpError, MfccDumper
-from espnet2.ssl.targets.frames import kaldi_frame_count
 
 
 @pytest.fixture(scope="module")

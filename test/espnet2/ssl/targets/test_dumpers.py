@@ -14,6 +14,13 @@ import soundfile
 import torch
 import torchaudio
 
+from espnet2.ssl.frame_geometry import (
+    WAV2VEC2_CNN_SHAPES,
+    cnn_frame_count,
+    kaldi_frame_count,
+    receptive_field,
+)
+from espnet2.ssl.model_files import ModelFileError
 from espnet2.ssl.targets.dumpers import (
     ASRDumper,
     FeatureDumpError,
@@ -21,12 +28,6 @@ from espnet2.ssl.targets.dumpers import (
     SSLDumper,
     get_dumper,
     resolve_device,
-)
-from espnet2.ssl.targets.dumpers.espnet_models import receptive_field
-from espnet2.ssl.targets.frames import (
-    WAV2VEC2_CNN_SHAPES,
-    cnn_frame_count,
-    kaldi_frame_count,
 )
 
 ASR_CONFIG = Path(__file__).parent / "conf" / "asr_tiny.yaml"
@@ -240,9 +241,9 @@ def test_get_dumper_rejects_unknown_names_and_options():
 
 
 def test_ssl_and_asr_need_exactly_one_model_source(tmp_path):
-    with pytest.raises(FeatureDumpError, match="not neither"):
+    with pytest.raises(ModelFileError, match="not neither"):
         get_dumper("ssl")
-    with pytest.raises(FeatureDumpError, match="does not exist"):
+    with pytest.raises(ModelFileError, match="does not exist"):
         get_dumper("asr", model_file=str(tmp_path / "missing.pth"))
 
 

@@ -19,10 +19,11 @@ import soundfile
 import torch
 import yaml
 
+from espnet2.ssl.frame_geometry import WAV2VEC2_CNN_SHAPES, cnn_frame_count
+from espnet2.ssl.model_files import ModelFileError
 from espnet2.ssl.synth.corpus import SynthCorpusConfig, build_corpus
 from espnet2.ssl.targets.dump import dump_features
-from espnet2.ssl.targets.dumpers import FeatureDumpError, get_dumper
-from espnet2.ssl.targets.frames import WAV2VEC2_CNN_SHAPES, cnn_frame_count
+from espnet2.ssl.targets.dumpers import get_dumper
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
 SSL_CONFIG = REPO_ROOT / "egs2/mini_synth/ssl2/conf/tuning/train_ssl_wav2vec2_tiny.yaml"
@@ -178,13 +179,13 @@ def test_ssl_dump_of_a_packed_model_equals_the_dump_of_its_files(
 
 
 def test_a_config_that_does_not_match_the_model_file_is_an_error(ssl_exp, asr_exp):
-    with pytest.raises(FeatureDumpError, match="do not fit the model.*Fix: pass"):
+    with pytest.raises(ModelFileError, match="do not fit the model.*Fix: pass"):
         get_dumper(
             "ssl",
             config_file=str(ssl_exp / "config.yaml"),
             model_file=str(asr_exp / "1epoch.pth"),
         )
-    with pytest.raises(FeatureDumpError, match="trainer state"):
+    with pytest.raises(ModelFileError, match="trainer state"):
         get_dumper("ssl", model_file=str(ssl_exp / "checkpoint.pth"))
 
 
@@ -193,7 +194,7 @@ def test_missing_encoder_weights_are_an_error_not_random_features(ssl_exp, tmp_p
     state = torch.load(ssl_exp / "1epoch.pth", map_location="cpu")
     del state["encoder.encoders.2.feed_forward.w_1.weight"]
     torch.save(state, tmp_path / "partial.pth")
-    with pytest.raises(FeatureDumpError, match="lacks 1 weights.*w_1.weight"):
+    with pytest.raises(ModelFileError, match="lacks 1 weights.*w_1.weight"):
         get_dumper(
             "ssl",
             config_file=str(ssl_exp / "config.yaml"),
@@ -228,7 +229,7 @@ def test_asr_config_with_a_missing_stats_file_says_where_to_run(
     root, asr_exp, tmp_path, monkeypatch
 ):
     monkeypatch.chdir(tmp_path)  # the relative stats path does not resolve here
-    with pytest.raises(FeatureDumpError, match="does not exist.*relative to the"):
+    with pytest.raises(ModelFileError, match="does not exist.*relative to the"):
         get_dumper("asr", model_file=str(asr_exp / "1epoch.pth"))
 
 
@@ -242,7 +243,7 @@ def test_a_model_file_holding_python_objects_is_refused_unread(ssl_exp, tmp_path
     torch.save(state, tmp_path / "objects.pth")
     (tmp_path / "noise.pth").write_bytes(b"not a checkpoint at all")
     for name in ("objects.pth", "noise.pth"):
-        with pytest.raises(FeatureDumpError, match="as weights only.*are refused"):
+        with pytest.raises(ModelFileError, match="as weights only.*are refused"):
             get_dumper(
                 "ssl",
                 config_file=str(ssl_exp / "config.yaml"),

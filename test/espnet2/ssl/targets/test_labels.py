@@ -7,9 +7,8 @@ import pytest
 import soundfile
 import torch
 import torchaudio
-import yaml
 
-from espnet2.ssl.targets.frames import (
+from espnet2.ssl.frame_geometry import (
     WAV2VEC2_CNN_SHAPES,
     cnn_frame_count,
     kaldi_frame_count,
@@ -19,12 +18,10 @@ from espnet2.ssl.targets.labels import (
     atomic_path,
     check_labels,
     label_step,
-    read_cnn_shapes,
     read_utt2num_samples,
     utt2num_samples_from_wav_scp,
     write_labels,
     write_token_list,
-    write_utt2num_samples,
 )
 from espnet2.text.token_id_converter import TokenIDConverter
 
@@ -208,28 +205,14 @@ def test_utt2num_samples_comes_from_the_audio_headers(tmp_path):
         lines.append(f"{utt} {tmp_path / utt}.flac\n")
     (tmp_path / "wav.scp").write_text("".join(lines))
     assert utt2num_samples_from_wav_scp(tmp_path / "wav.scp") == lengths
-    write_utt2num_samples(lengths, tmp_path / "utt2num_samples")
+    lines = "".join(f"{utt} {n}\n" for utt, n in lengths.items())
+    (tmp_path / "utt2num_samples").write_text(lines)
     assert read_utt2num_samples(tmp_path / "utt2num_samples") == lengths
     with pytest.raises(ValueError, match="16000 Hz audio, the SSL model expects"):
         utt2num_samples_from_wav_scp(tmp_path / "wav.scp", sample_rate=8000)
     (tmp_path / "b.flac").unlink()
     with pytest.raises(ValueError, match="wav.scp:2: utterance 'b': cannot read"):
         utt2num_samples_from_wav_scp(tmp_path / "wav.scp")
-
-
-def test_cnn_shapes_come_from_the_ssl_config(tmp_path):
-    shapes = read_cnn_shapes(TINY_CONFIG)
-    assert [s[1:] for s in shapes] == [s[1:] for s in WAV2VEC2_CNN_SHAPES]
-    assert shapes[0][0] == 128
-    assert read_cnn_shapes(None) == WAV2VEC2_CNN_SHAPES
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        yaml.safe_dump({"frontend": "wav2vec_cnn", "frontend_conf": {"bias": False}})
-    )
-    assert read_cnn_shapes(config) == WAV2VEC2_CNN_SHAPES  # CNNFrontend's default
-    config.write_text(yaml.safe_dump({"frontend": "default"}))
-    with pytest.raises(ValueError, match="frontend 'default' is not"):
-        read_cnn_shapes(config)
 
 
 def test_token_index_is_the_cluster_id_in_espnet(tmp_path):

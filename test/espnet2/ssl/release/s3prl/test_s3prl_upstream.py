@@ -25,13 +25,13 @@ import torch
 import yaml
 from s3prl.upstream.interfaces import Featurizer
 
+from espnet2.ssl.frame_geometry import WAV2VEC2_CNN_SHAPES, cnn_frame_count
 from espnet2.ssl.release.s3prl.upstream import (
     HUB_NAME,
     SSLUpstreamError,
     espnet_ssl_local,
     register_on_s3prl_hub,
 )
-from espnet2.ssl.targets.frames import WAV2VEC2_CNN_SHAPES, cnn_frame_count
 from espnet2.tasks.ssl import SSLTask
 
 REPO_ROOT = Path(__file__).resolve().parents[5]
