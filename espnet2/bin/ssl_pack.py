@@ -62,7 +62,7 @@ from espnet2.utils.tool_logging import (
 )
 
 TOOL = "ssl_pack"
-# PackError, ModelCardError, FeatureDumpError are ValueErrors; the others come from
+# PackError, ModelCardError, ModelFileError are ValueErrors; the others come from
 # reading the files and from the transformers export (a config that does not fit)
 ERRORS = (ValueError, KeyError, RuntimeError, OSError, zipfile.BadZipFile)
 ERRORS += (yaml.YAMLError, pickle.UnpicklingError)
@@ -205,7 +205,7 @@ def _write_hub(
 
 def run_release(args: argparse.Namespace) -> None:
     """``pack`` into ``out_dir``, the transformers export if any, the hub folder."""
-    from espnet2.bin.ssl_hf_convert import espnet_to_hf_folder
+    from espnet2.ssl.release.hf.folder import espnet_to_hf_folder
     from espnet2.ssl.release.hf.wav2vec2 import NotExpressibleError
 
     out = Path(args.out_dir)

@@ -2,6 +2,8 @@
 
 Modules:
 
+* ``folder``: Hugging Face folders of our models (write, read, from a packed
+  archive), as the CLIs use them.
 * ``hubert``: convert our HuBERT SSL model to and from transformers' HubertModel.
 * ``keys``: state dict keys: our wav2vec 2.0 network <-> transformers' wav2vec 2.0 and
   HuBERT.
