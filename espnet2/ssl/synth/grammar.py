@@ -242,7 +242,6 @@ _TEMPLATES: Tuple[Tuple[str, str], ...] = (
 )
 
 _SLOT_RE = re.compile(r"\{(\w+)\}")
-_TRANSCRIPT_RE = re.compile(r"[A-Z']+( [A-Z']+)*")
 # First words of the question templates; no other template starts with one of them.
 QUESTION_STARTS = frozenset(
     t.split()[0] for kind, t in _TEMPLATES if kind == "question"
@@ -341,11 +340,6 @@ def speech_prompt(sentence: str) -> str:
     first_word = sentence.split(" ", 1)[0]
     mark = "?" if first_word in QUESTION_STARTS else "."
     return sentence.lower() + mark
-
-
-def is_transcript(sentence: str) -> bool:
-    """Return whether ``sentence`` is upper-case A-Z/' words joined by single spaces."""
-    return _TRANSCRIPT_RE.fullmatch(sentence) is not None
 
 
 def templates() -> Sequence[Tuple[str, str]]:

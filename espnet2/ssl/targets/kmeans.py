@@ -52,6 +52,7 @@ from espnet2.ssl.targets.sampling import (  # noqa: F401 (re-exported)
     read_scp_keys,
     sample_frames,
 )
+from espnet2.ssl.utils.plain_values import plain_tree
 from espnet2.utils.cpu import cpu_flags
 
 PathLike = Union[str, Path]
@@ -504,7 +505,7 @@ class KMeansModel:
         meta = {**self.metadata, "n_clusters": self.n_clusters, "dim": self.dim}
         with atomic_path(out / KMEANS_YAML) as tmp:
             with open(tmp, "w", encoding="utf-8") as f:
-                yaml.safe_dump(_plain(meta), f, sort_keys=False)
+                yaml.safe_dump(plain_tree(meta, yaml_safe=True), f, sort_keys=False)
 
     @classmethod
     def load(cls, kmeans_dir: PathLike) -> "KMeansModel":
@@ -532,19 +533,6 @@ class KMeansModel:
                     f"{metadata[key]} but {CENTROIDS_FILE} has {value}"
                 )
         return model
-
-
-def _plain(value: Any) -> Any:
-    """NumPy scalars and paths as plain Python values, for ``yaml.safe_dump``."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 # ---------------------------------------------------------------- applying

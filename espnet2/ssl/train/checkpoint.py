@@ -48,6 +48,7 @@ from torch.utils.data import DataLoader
 
 from espnet2.ssl.model_files import WeightsOnlyError, load_weights_only
 from espnet2.ssl.targets.labels import atomic_path
+from espnet2.ssl.utils.plain_values import plain_tree
 from espnet2.train.reporter import Average, SubReporter, WeightedAverage
 
 PathLike = Union[str, Path]
@@ -159,21 +160,6 @@ def set_rng_state(state: Dict[str, Any]) -> None:
 # ------------------------------------------------------------ partial statistics
 
 
-def _plain(value: Any) -> Any:
-    """A Python number for a numpy scalar (which weights-only loading refuses)."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def plain_tree(obj: Any) -> Any:
-    """``obj`` with every numpy scalar in its dicts, lists and tuples made a Python
-    number (optimizer and scheduler states can hold a numpy learning rate)."""
-    if isinstance(obj, dict):
-        return {key: plain_tree(value) for key, value in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(plain_tree(value) for value in obj)
-    return _plain(obj)
-
-
 def reporter_state(reporter: SubReporter) -> Dict[str, Any]:
     """The statistics a training epoch has registered so far, as plain values.
 
@@ -185,9 +171,9 @@ def reporter_state(reporter: SubReporter) -> Dict[str, Any]:
     for key, values in reporter.stats.items():
         stats[key] = [
             (
-                [_plain(v.value), _plain(v.weight)]
+                [plain_tree(v.value), plain_tree(v.weight)]
                 if isinstance(v, WeightedAverage)
-                else [_plain(v.value)]
+                else [plain_tree(v.value)]
             )
             for v in values
         ]

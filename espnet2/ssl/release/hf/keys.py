@@ -161,11 +161,6 @@ def backbone_key_rules(hf_prefix: str = "", pre_ln: bool = False) -> Rules:
     return tuple((ours, hf_prefix + hf) for ours, hf in BACKBONE_KEY_RULES + encoder)
 
 
-def model_key_rules(pre_ln: bool = False) -> Rules:
-    """(ours, HF) key templates of the whole wav2vec 2.0 pretraining model."""
-    return backbone_key_rules(WAV2VEC2_PREFIX, pre_ln) + WAV2VEC2_HEAD_KEY_RULES
-
-
 def _canonical_weight_norm(state: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
     """Rename legacy ``weight_g`` / ``weight_v`` keys to parametrization names."""
     renamed = {}
