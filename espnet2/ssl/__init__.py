@@ -7,8 +7,11 @@ Modules:
 
 * ``espnet_model``: ESPnet's encoder-only SSL model, with the fixes wav2vec 2.0 needs
   (replaces ESPnet 202511's file; CONTRIBUTING.md lists it).
-* ``model_files``: reading model files as weights only
-  (``torch.load(weights_only=True)``).
+* ``frame_geometry``: the CNN's layers, receptive field and stride, frame counts,
+  shapes read from a config, a model's frame rate.
+* ``model_files``: reading model files: weights only
+  (``torch.load(weights_only=True)``), ESPnet models from config + weights or a
+  packed archive (``unpack_model``).
 
 Subpackages:
 
