@@ -95,7 +95,9 @@ write_pth() {
 smoke_test() {
     log "Checking the installed environment"
     # Import-time chatter of some packages (nltk download attempts) goes to the log.
-    (cd / && "${venv}/bin/python" - "${repo_root}" 2>> "${log_file}" <<'EOF') || fail "the installed environment does not work (see the problems above)." "Re-run 'make -C tools clean all', and report the problems if they stay. Log: ${log_file}"
+    local problem="the installed environment does not work (see the problems above)."
+    local fix="Re-run 'make -C tools clean all', and report the problems if they stay. Log: ${log_file}"
+    (cd / && "${venv}/bin/python" - "${repo_root}" 2>> "${log_file}" <<'EOF') || fail "${problem}" "${fix}"
 import ctypes
 import importlib
 import os
@@ -122,7 +124,9 @@ for p in problems:
     print("  - " + p)
 sys.exit(1 if problems else 0)
 EOF
-    log "Environment OK: $("${venv}/bin/python" -c 'import torch, torchaudio, espnet; print(f"torch {torch.__version__}, torchaudio {torchaudio.__version__}, espnet {espnet.__version__}")' 2>> "${log_file}")"
+    local versions='import torch, torchaudio, espnet
+print(f"torch {torch.__version__}, torchaudio {torchaudio.__version__}, espnet {espnet.__version__}")'
+    log "Environment OK: $("${venv}/bin/python" -c "${versions}" 2>> "${log_file}")"
 }
 
 requirements_sha256() {
@@ -187,7 +191,8 @@ case "${mode}" in
         check_lock
         : > "${log_file}"
         create_venv
-        log "Installing pip==${pip_version} and the $(grep -vc '^#' "${lock}") pins of tools/requirements.lock (log: ${log_file})"
+        pins=$(grep -vc '^#' "${lock}")
+        log "Installing pip==${pip_version} and the ${pins} pins of tools/requirements.lock (log: ${log_file})"
         pip_install "pip==${pip_version}"
         # --no-deps: the lock is the whole environment, resolved once by `make -C tools lock`
         pip_install --no-deps -r "${lock}"

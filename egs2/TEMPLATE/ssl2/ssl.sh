@@ -85,7 +85,7 @@ train_hours=""          # pretrain on a seeded subset of this many hours of trai
 train_hours_seed=0      # seed of that subset (same seed: nested subsets)
 # Targets (HuBERT)
 target_type=mfcc        # features of the first iteration's k-means: mfcc, ssl or asr
-target_model=""         # ssl/asr targets: model file (.pth next to its config.yaml, a packed .zip; ssl: or a fairseq .pt)
+target_model=""         # ssl/asr targets: a .pth next to its config.yaml, a packed .zip (ssl: or a fairseq .pt)
 target_layer=""         # ssl/asr targets: encoder block (empty: the final output)
 n_clusters=100          # k of the first iteration (HuBERT BASE: 100 on MFCC)
 kmeans_fraction=0.1     # share of the train utterances the k-means is fitted on (fairseq: 10%)
@@ -103,7 +103,7 @@ ssl_model_name=valid.loss.best.pth  # checkpoint used for the next iteration and
 # Fine-tuning (CTC ASR on the labeled set, the packed model as espnet_ssl frontend)
 asr_config=""           # ASR config with frontend: espnet_ssl (required for stages 7-8)
 asr_tag=""              # experiment name (default: asr_<last ssl tag>)
-pretrained_model=""     # fine-tune this packed .zip (or .pth next to its config.yaml, or a fairseq .pt) instead of stage 6's
+pretrained_model=""     # fine-tune this packed .zip (.pth beside its config.yaml, fairseq .pt), not stage 6's
 asr_args=""             # extra options for espnet2.bin.asr_train
 asr_baseline=false      # also fine-tune the same ASR config from an untrained SSL model
 token_type=char         # ASR output units: char or bpe (sentencepiece)
@@ -151,7 +151,8 @@ Options:
     --train_hours         # seeded subset of train_set, in hours; empty = all (default="${train_hours}")
     --train_hours_seed    # seed of that subset (default="${train_hours_seed}")
     --target_type         # mfcc, ssl or asr features for the first k-means (default="${target_type}")
-    --target_model        # ssl/asr targets: model .pth or packed .zip; ssl: or a fairseq .pt (default="${target_model}")
+    --target_model        # ssl/asr targets: model .pth or packed .zip; ssl: or a fairseq .pt
+                          # (default="${target_model}")
     --target_layer        # ssl/asr targets: encoder block, empty = final (default="${target_layer}")
     --n_clusters          # k of the first iteration (default="${n_clusters}")
     --kmeans_fraction     # share of train utterances for the k-means (default="${kmeans_fraction}")
@@ -167,7 +168,8 @@ Options:
     --ssl_model_name      # checkpoint used for the next iteration and packed (default="${ssl_model_name}")
     --asr_config          # ASR fine-tuning config, frontend: espnet_ssl (required for stages 7-8)
     --asr_tag             # fine-tuning experiment name (default: asr_<last ssl tag>)
-    --pretrained_model    # fine-tune this packed .zip, .pth or fairseq .pt instead of stage 6's (default="${pretrained_model}")
+    --pretrained_model    # fine-tune this packed .zip, .pth or fairseq .pt instead of stage 6's
+                          # (default="${pretrained_model}")
     --asr_args            # extra options for espnet2.bin.asr_train (default="${asr_args}")
     --asr_baseline        # also fine-tune from an untrained SSL model (default="${asr_baseline}")
     --token_type          # char or bpe (default="${token_type}")
@@ -190,7 +192,10 @@ if [ $# -ne 0 ]; then
 fi
 [ -n "${train_set}" ] || { log "Error: --train_set is required"; exit 2; }
 [ -n "${valid_set}" ] || { log "Error: --valid_set is required"; exit 2; }
-case "${check_audio}" in full|header) ;; *) log "Error: --check_audio must be full or header, not '${check_audio}'"; exit 2 ;; esac
+case "${check_audio}" in
+    full|header) ;;
+    *) log "Error: --check_audio must be full or header, not '${check_audio}'"; exit 2 ;;
+esac
 if [ "${num_nodes}" -gt 1 ] && [ -z "${cuda_cmd}" ]; then
     log "Error: --num_nodes ${num_nodes} needs --cuda_cmd, the cluster's job script (e.g. ESPnet's utils/slurm.pl)"
     exit 2
@@ -200,10 +205,16 @@ if [ "${stop_stage}" -ge 3 ] && [ "${stage}" -le 6 ] && [ -z "${ssl_config}" ]; 
     exit 2
 fi
 if [ "${stop_stage}" -ge 7 ] && [ "${stage}" -le 8 ]; then
-    [ -n "${asr_config}" ] || { log "Error: --asr_config is required for stages 7-8 (e.g. conf/train_asr_ctc_tiny.yaml)"; exit 2; }
+    if [ -z "${asr_config}" ]; then
+        log "Error: --asr_config is required for stages 7-8 (e.g. conf/train_asr_ctc_tiny.yaml)"
+        exit 2
+    fi
     [ -n "${labeled_set}" ] || { log "Error: --labeled_set is required for stages 7-8"; exit 2; }
     [ -n "${test_sets}" ] || { log "Error: --test_sets is required for stage 8"; exit 2; }
-    case "${token_type}" in char|bpe) ;; *) log "Error: --token_type must be char or bpe, not '${token_type}'"; exit 2 ;; esac
+    case "${token_type}" in
+        char|bpe) ;;
+        *) log "Error: --token_type must be char or bpe, not '${token_type}'"; exit 2 ;;
+    esac
     if "${phone_probe}" && [ -z "${probe_config}" ]; then
         log "Error: --phone_probe true needs --probe_config (e.g. conf/train_asr_phone_probe_tiny.yaml)"
         exit 2
@@ -221,6 +232,26 @@ unique_words() {
 # is_done FILE STAMP: true when FILE exists and holds exactly STAMP
 is_done() {
     [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]
+}
+
+# run_stamped FILE STAMP WHAT COMMAND...: COMMAND once per STAMP, the options it depends
+# on. While FILE (a .done marker) holds STAMP it is skipped, logging WHAT; otherwise FILE
+# is removed, COMMAND runs, and STAMP is written into FILE only once COMMAND succeeded:
+# changed options redo the step, and an interrupted one leaves no stamp. Every .done
+# marker of this script is checked and written here, and only here.
+run_stamped() {
+    local file=$1 stamp=$2 what=$3
+    shift 3
+    if is_done "${file}" "${stamp}"; then
+        log "${what}: already done with the same options; skipping"
+        return 0
+    fi
+    rm -f "${file}"
+    "$@"
+    local status=$?  # non-zero only where errexit is off, as inside $(...)
+    [ "${status}" -eq 0 ] || return "${status}"
+    mkdir -p "$(dirname "${file}")"
+    echo "${stamp}" > "${file}"
 }
 
 # model_stamp FILE: the file and its modification time, so a retrained model is noticed
@@ -242,44 +273,62 @@ import_fairseq() {
     dir=$(fairseq_dir "${pt}")
     [ -f "${pt}" ] || { log "Error: the fairseq checkpoint '${pt}' does not exist"; exit 1; }
     stamp="sha256=$(sha256sum "${pt}" | cut -d ' ' -f 1)"
-    if is_done "${dir}/.done" "${stamp}"; then
-        log "fairseq ${pt}: already converted into ${dir}; skipping"
-        return
-    fi
-    rm -f "${dir}/.done"
+    run_stamped "${dir}/.done" "${stamp}" "fairseq ${pt}: conversion into ${dir}" \
+        convert_fairseq "${pt}" "${dir}"
+}
+
+# convert_fairseq PT DIR: espnet2.bin.ssl_fairseq_import of PT into DIR
+convert_fairseq() {
+    local pt=$1 dir=$2
     mkdir -p "${dir}"
     log "fairseq ${pt}: converting into ${dir} (log: ${dir}/import.log)"
     python -m espnet2.bin.ssl_fairseq_import --checkpoint "${pt}" --out_dir "${dir}" \
-        > "${dir}/import.log" 2>&1 \
-        || { log "Error: ssl_fairseq_import failed; see ${dir}/import.log"; tail -n 1 "${dir}/import.log" >&2; exit 1; }
-    echo "${stamp}" > "${dir}/.done"
+        > "${dir}/import.log" 2>&1 || {
+        log "Error: ssl_fairseq_import failed; see ${dir}/import.log"
+        tail -n 1 "${dir}/import.log" >&2
+        exit 1
+    }
 }
 
 # make_targets TAG TYPE K LAYER MODEL: features of train and valid, k-means on train,
 # labels of both in ${dumpdir}/targets/TAG/<set>/text, token list TAG/tokens.txt
 make_targets() {
     local tag=$1 type=$2 k=$3 layer=$4 model=$5
-    local dir="${dumpdir}/targets/${tag}"
     local stamp
     if [[ "${model}" == *.pt ]] && [ "${type}" != mfcc ]; then
-        [ "${type}" = ssl ] || { log "Error: '${model}' is a fairseq SSL checkpoint; use it with --target_type ssl"; exit 2; }
+        if [ "${type}" != ssl ]; then
+            log "Error: '${model}' is a fairseq SSL checkpoint; use it with --target_type ssl"
+            exit 2
+        fi
         import_fairseq "${model}"
         model="$(fairseq_dir "${model}")/model.pth"
     fi
     stamp="type=${type} k=${k} layer=${layer} model=$(model_stamp "${model}")"
     stamp+=" fraction=${kmeans_fraction} max_frames=${kmeans_max_frames}"
     stamp+=" seed=${kmeans_seed} sets=${train_set},${valid_set} cnn=${ssl_config}"
-    if is_done "${dir}/.done" "${stamp}"; then
-        log "targets ${dir}: already done with the same options; skipping"
-        return
-    fi
-    rm -f "${dir}/.done"
+    run_stamped "${dumpdir}/targets/${tag}/.done" "${stamp}" "targets ${dumpdir}/targets/${tag}" \
+        dump_targets "${tag}" "${type}" "${k}" "${layer}" "${model}"
+}
+
+# dump_targets TAG TYPE K LAYER MODEL: the work of make_targets (MODEL: no fairseq .pt)
+dump_targets() {
+    local tag=$1 type=$2 k=$3 layer=$4 model=$5
+    local dir="${dumpdir}/targets/${tag}"
     local feat_opts=(--feature_type "${type}")
     [ -z "${layer}" ] || feat_opts+=(--layer "${layer}")
     # model features: one process per GPU (bf16, checked against fp32), or on the CPU
-    if [ "${type}" = mfcc ]; then :; elif [ "${ngpu}" -gt 0 ]; then feat_opts+=(--ngpu "${ngpu}"); else feat_opts+=(--device cpu); fi
+    if [ "${type}" = mfcc ]; then
+        :
+    elif [ "${ngpu}" -gt 0 ]; then
+        feat_opts+=(--ngpu "${ngpu}")
+    else
+        feat_opts+=(--device cpu)
+    fi
     if [ "${type}" != mfcc ]; then
-        [ -f "${model}" ] || { log "Error: ${type} targets need --target_model, a model file ('${model}' does not exist)"; exit 1; }
+        if [ ! -f "${model}" ]; then
+            log "Error: ${type} targets need --target_model, a model file ('${model}' does not exist)"
+            exit 1
+        fi
         case "${model}" in
             *.zip) feat_opts+=("--${type}_packed_model" "${model}") ;;
             *) feat_opts+=("--${type}_model_file" "${model}") ;;
@@ -310,7 +359,6 @@ make_targets() {
     done
     label_quality "${tag}" "${dir}"
     "${keep_target_feats}" || rm -rf "${dir}/feats"
-    echo "${stamp}" > "${dir}/.done"
 }
 
 # label_quality TAG DIR: phone purity, cluster purity and PNMI of DIR's train labels
@@ -330,30 +378,25 @@ label_quality() {
 # (its k is K), or empty for an objective without labels
 pretrain() {
     local exp=$1 labels=$2 k=$3
-    local stats="${expdir}/ssl_stats_${train_set}"
     local stamp="config=${ssl_config} labels=${labels} ngpu=${ngpu} args=${ssl_args}"
-    start_exp "${exp}" "${stamp}" || return 0
+    claim_exp "${exp}" "${stamp}"
+    run_stamped "${exp}/.done" "${stamp}" "${exp}" train_ssl "${exp}" "${labels}" "${k}"
+}
 
+# ssl_stats_dir: ESPnet's collect-stats of the pretraining (the shapes the sampler sorts by)
+ssl_stats_dir() {
+    echo "${expdir}/ssl_stats_${train_set}"
+}
+
+# train_ssl EXP LABELS K: the work of pretrain: collect-stats (once per set of
+# utterances), ssl_train, the statistics plotted against updates and hours seen
+train_ssl() {
+    local exp=$1 labels=$2 k=$3
+    local stats sets
+    stats=$(ssl_stats_dir)
     # the sets as stage 2 left them (another --dumpdir, e.g. --train_hours: collect again)
-    local sets="${train_set},${valid_set} $(cat "${dumpdir}/raw/.${train_set}.done" 2> /dev/null || true)"
-    if is_done "${stats}/.done" "${sets}"; then
-        log "pretraining: statistics in ${stats} already collected; skipping"
-    else
-        log "pretraining: collect-stats of ${train_set} and ${valid_set} into ${stats}"
-        rm -rf "${stats}"
-        mkdir -p "${stats}"
-        echo "<unk>" > "${stats}/token_list.txt"
-        python -m espnet2.bin.ssl_train --collect_stats true --ngpu 0 \
-            --config "${ssl_config}" --model_conf extract_feats_in_collect_stats=false \
-            --token_list "${stats}/token_list.txt" --token_type word \
-            --train_data_path_and_name_and_type "${dumpdir}/raw/${train_set}/wav.scp,speech,sound" \
-            --valid_data_path_and_name_and_type "${dumpdir}/raw/${valid_set}/wav.scp,speech,sound" \
-            --train_shape_file "${dumpdir}/raw/${train_set}/wav.scp" \
-            --valid_shape_file "${dumpdir}/raw/${valid_set}/wav.scp" \
-            --output_dir "${stats}" > "${stats}/collect_stats.log" 2>&1 \
-            || { log "Error: collect-stats failed; see ${stats}/collect_stats.log"; exit 1; }
-        echo "${sets}" > "${stats}/.done"
-    fi
+    sets="${train_set},${valid_set} $(cat "${dumpdir}/raw/.${train_set}.done" 2> /dev/null || true)"
+    run_stamped "${stats}/.done" "${sets}" "pretraining: statistics in ${stats}" collect_ssl_stats
 
     local data_opts=(
         --train_data_path_and_name_and_type "${dumpdir}/raw/${train_set}/wav.scp,speech,sound"
@@ -379,30 +422,47 @@ pretrain() {
         "${data_opts[@]}" --output_dir "${exp}" ${ssl_args}
     log "pretraining: statistics against updates and hours seen in ${exp}/images_budget"
     python -m espnet2.bin.ssl_plot_stats "${exp}"
-    echo "${stamp}" > "${exp}/.done"
 }
 
-# start_exp EXP STAMP: true when EXP must (still) be trained with the options STAMP,
-# false when it is finished with them; stops when EXP holds a model of other options
-start_exp() {
+# collect_ssl_stats: ESPnet's collect-stats of the train and valid sets into $(ssl_stats_dir)
+collect_ssl_stats() {
+    local stats
+    stats=$(ssl_stats_dir)
+    log "pretraining: collect-stats of ${train_set} and ${valid_set} into ${stats}"
+    rm -rf "${stats}"
+    mkdir -p "${stats}"
+    echo "<unk>" > "${stats}/token_list.txt"
+    python -m espnet2.bin.ssl_train --collect_stats true --ngpu 0 \
+        --config "${ssl_config}" --model_conf extract_feats_in_collect_stats=false \
+        --token_list "${stats}/token_list.txt" --token_type word \
+        --train_data_path_and_name_and_type "${dumpdir}/raw/${train_set}/wav.scp,speech,sound" \
+        --valid_data_path_and_name_and_type "${dumpdir}/raw/${valid_set}/wav.scp,speech,sound" \
+        --train_shape_file "${dumpdir}/raw/${train_set}/wav.scp" \
+        --valid_shape_file "${dumpdir}/raw/${valid_set}/wav.scp" \
+        --output_dir "${stats}" > "${stats}/collect_stats.log" 2>&1 \
+        || { log "Error: collect-stats failed; see ${stats}/collect_stats.log"; exit 1; }
+}
+
+# claim_exp EXP STAMP: stops when EXP holds a model trained with options other than
+# STAMP (EXP/.options, written before the training starts: a resumed run keeps them)
+claim_exp() {
     local exp=$1 stamp=$2
-    if is_done "${exp}/.done" "${stamp}"; then
-        log "${exp}: already done with the same options; skipping"
-        return 1
-    fi
-    if [ -f "${exp}/.options" ] && [ "$(cat "${exp}/.options")" != "${stamp}" ]; then
+    if [ ! -f "${exp}/.options" ]; then
+        mkdir -p "${exp}"
+        echo "${stamp}" > "${exp}/.options"
+    elif [ "$(cat "${exp}/.options")" != "${stamp}" ]; then
         log "Error: ${exp} holds a model trained with other options (${exp}/.options)."
         log "Remove ${exp} to retrain it, or choose another experiment name (--ssl_tag/--asr_tag)."
         exit 1
     fi
-    mkdir -p "${exp}"
-    echo "${stamp}" > "${exp}/.options"
 }
 
 # dist_options EXP: the options of a multi-GPU run on one node (none for ngpu <= 1)
 dist_options() {
     if [ "${ngpu}" -gt 1 ] && [ "${num_nodes}" -le 1 ]; then
-        echo "--multiprocessing_distributed true --dist_init_method file://$(cd "$1" && pwd)/.dist_init_$$"
+        local dir
+        dir=$(cd "$1" && pwd)
+        echo "--multiprocessing_distributed true --dist_init_method file://${dir}/.dist_init_$$"
     fi
 }
 
@@ -429,8 +489,11 @@ train_or_fail() {
             || { log "Error: ${tool} failed; see ${exp}/train.log"; exit 1; }
         return
     fi
-    python -m "espnet2.bin.${tool}" "$@" > "${exp}/train.log" 2>&1 \
-        || { log "Error: ${tool} failed; see ${exp}/train.log"; tail -n 20 "${exp}/train.log" >&2; exit 1; }
+    python -m "espnet2.bin.${tool}" "$@" > "${exp}/train.log" 2>&1 || {
+        log "Error: ${tool} failed; see ${exp}/train.log"
+        tail -n 20 "${exp}/train.log" >&2
+        exit 1
+    }
 }
 
 # final_tag: the experiment name of the last HuBERT iteration (or the only model)
@@ -441,21 +504,28 @@ final_tag() {
 # pack_ssl pack EXP ZIP [OPTIONS] | pack_ssl release EXP DIR [OPTIONS]: EXP's
 # ${ssl_model_name} with its model card and HuBERT's targets into ZIP (espnet2.bin.ssl_pack
 # pack), or the release into DIR (the zip with the fine-tuning results, the
-# transformers export where there is one, the hub folder; espnet2.bin.ssl_pack release)
+# transformers export where there is one, the hub folder; espnet2.bin.ssl_pack release);
+# ZIP or DIR is removed first
 pack_ssl() {
     local command=$1 exp=$2 out=$3
     shift 3
     local out_opt=--outpath
     [ "${command}" = pack ] || out_opt=--out_dir
+    local iterations="HuBERT iterations: ${ssl_iterations}; first targets: ${target_type}, k=${n_clusters}"
+    iterations+="; later: layer ${next_target_layer:-middle}, k=${next_n_clusters}"
+    rm -rf "${out}"
     mkdir -p "$(dirname "${out}")"
     python -m espnet2.bin.ssl_pack "${command}" --exp_dir "${exp}" \
         --model_file "${exp}/${ssl_model_name}" \
         --train_data "${dumpdir}/raw/${train_set}" --valid_data "${dumpdir}/raw/${valid_set}" \
         --recipe "$(basename "$(dirname "${PWD}")")/ssl2" \
         --description "Config: \`${ssl_config}\` (as trained: \`config.yaml\` in this archive)" \
-        --description "HuBERT iterations: ${ssl_iterations}; first targets: ${target_type}, k=${n_clusters}; later: layer ${next_target_layer:-middle}, k=${next_n_clusters}" \
-        "$@" "${out_opt}" "${out}" > "${exp}/${command}.log" 2>&1 \
-        || { log "Error: ssl_pack ${command} failed; see ${exp}/${command}.log"; tail -n 5 "${exp}/${command}.log" >&2; exit 1; }
+        --description "${iterations}" \
+        "$@" "${out_opt}" "${out}" > "${exp}/${command}.log" 2>&1 || {
+        log "Error: ssl_pack ${command} failed; see ${exp}/${command}.log"
+        tail -n 5 "${exp}/${command}.log" >&2
+        exit 1
+    }
 }
 
 # first_targets_tag: the targets dir name of iteration 1
@@ -486,14 +556,18 @@ token_dir() {
 # <blank>, <unk> and <sos/eos>
 make_token_list() {
     local unit=$1
+    local dir stamp
+    dir=$(token_dir "${unit}")
+    stamp="type=${unit} nbpe=${nbpe} data=$(cat "${dumpdir}/raw/.${labeled_set}.done")"
+    run_stamped "${dir}/.done" "${stamp}" "tokens ${dir}" write_token_list "${unit}"
+}
+
+# write_token_list UNIT: the work of make_token_list
+write_token_list() {
+    local unit=$1
     local dir text
     dir=$(token_dir "${unit}")
     text="${dumpdir}/raw/${labeled_set}/$(unit_text "${unit}")"
-    local stamp="type=${unit} nbpe=${nbpe} data=$(cat "${dumpdir}/raw/.${labeled_set}.done")"
-    if is_done "${dir}/.done" "${stamp}"; then
-        log "tokens ${dir}: already done with the same options; skipping"
-        return
-    fi
     rm -rf "${dir}"
     mkdir -p "${dir}"
     local opts=(--token_type "${unit}")
@@ -502,15 +576,16 @@ make_token_list() {
         cut -f 2- -d " " "${text}" > "${dir}/train.txt"
         python -m espnet2.bin.spm_train --input="${dir}/train.txt" --vocab_size="${nbpe}" \
             --model_type=unigram --model_prefix="${dir}/bpe" --character_coverage=1.0 \
-            --input_sentence_size=100000000 > "${dir}/spm_train.log" 2>&1 \
-            || { log "Error: sentencepiece training failed; see ${dir}/spm_train.log (a smaller --nbpe?)"; exit 1; }
+            --input_sentence_size=100000000 > "${dir}/spm_train.log" 2>&1 || {
+            log "Error: sentencepiece training failed; see ${dir}/spm_train.log (a smaller --nbpe?)"
+            exit 1
+        }
         opts+=(--bpemodel "${dir}/bpe.model")
     fi
     log "tokens: ${unit} token list of ${text} into ${dir}/tokens.txt"
     python -m espnet2.bin.tokenize_text "${opts[@]}" --input "${text}" \
         --output "${dir}/tokens.txt" --field 2- --write_vocabulary true \
         --add_symbol "<blank>:0" --add_symbol "<unk>:1" --add_symbol "<sos/eos>:-1"
-    echo "${stamp}" > "${dir}/.done"
 }
 
 # asr_token_options UNIT: the token options of asr_train
@@ -543,14 +618,19 @@ asr_stats_dir() {
 # shapes the batch sampler sorts by), once per token list
 asr_stats() {
     local config=$1 unit=$2
+    local stats stamp
+    stats=$(asr_stats_dir "${unit}")
+    stamp="sets=${labeled_set},${valid_set} tokens=$(cat "$(token_dir "${unit}")/.done")"
+    run_stamped "${stats}/.done" "${stamp}" "fine-tuning: statistics in ${stats}" \
+        collect_asr_stats "${config}" "${unit}"
+}
+
+# collect_asr_stats CONFIG UNIT: the work of asr_stats
+collect_asr_stats() {
+    local config=$1 unit=$2
     local stats data_opts
     stats=$(asr_stats_dir "${unit}")
     mapfile -t data_opts < <(asr_data_options "${unit}")
-    local stamp="sets=${labeled_set},${valid_set} tokens=$(cat "$(token_dir "${unit}")/.done")"
-    if is_done "${stats}/.done" "${stamp}"; then
-        log "fine-tuning: statistics in ${stats} already collected; skipping"
-        return
-    fi
     log "fine-tuning: collect-stats of ${labeled_set} and ${valid_set} into ${stats}"
     rm -rf "${stats}"
     mkdir -p "${stats}"
@@ -562,7 +642,6 @@ asr_stats() {
         --valid_shape_file "${dumpdir}/raw/${valid_set}/wav.scp" \
         --output_dir "${stats}" > "${stats}/collect_stats.log" 2>&1 \
         || { log "Error: collect-stats failed; see ${stats}/collect_stats.log"; exit 1; }
-    echo "${stamp}" > "${stats}/.done"
 }
 
 # finetune EXP MODEL CONFIG UNIT ARGS: asr_train of CONFIG (extra options ARGS) on UNIT
@@ -570,9 +649,16 @@ asr_stats() {
 # next to its config.yaml)
 finetune() {
     local exp=$1 model=$2 config=$3 unit=$4 args=$5
-    local stamp="config=${config} model=$(model_stamp "${model}") tokens=$(token_dir "${unit}")"
+    local stamp
+    stamp="config=${config} model=$(model_stamp "${model}") tokens=$(token_dir "${unit}")"
     stamp+=" ngpu=${ngpu} args=${args}"
-    start_exp "${exp}" "${stamp}" || return 0
+    claim_exp "${exp}" "${stamp}"
+    run_stamped "${exp}/.done" "${stamp}" "${exp}" train_asr "$@"
+}
+
+# train_asr EXP MODEL CONFIG UNIT ARGS: the work of finetune
+train_asr() {
+    local exp=$1 model=$2 config=$3 unit=$4 args=$5
     python -m espnet2.bin.ssl_recipe_config set_frontend_model "${config}" "${model}" \
         "${exp}/train_config.yaml"
     asr_stats "${exp}/train_config.yaml" "${unit}"
@@ -581,14 +667,13 @@ finetune() {
     mapfile -t data_opts < <(asr_data_options "${unit}")
     # shellcheck disable=SC2046,SC2086
     train_or_fail asr_train "${exp}" --config "${exp}/train_config.yaml" \
-        --ngpu "${ngpu}" $(dist_options "${exp}") $(cudnn_options) --resume true $(asr_token_options "${unit}") \
-        "${data_opts[@]}" \
+        --ngpu "${ngpu}" $(dist_options "${exp}") $(cudnn_options) --resume true \
+        $(asr_token_options "${unit}") "${data_opts[@]}" \
         --train_shape_file "${stats}/train/speech_shape" \
         --train_shape_file "${stats}/train/text_shape" \
         --valid_shape_file "${stats}/valid/speech_shape" \
         --valid_shape_file "${stats}/valid/text_shape" \
         --output_dir "${exp}" ${args}
-    echo "${stamp}" > "${exp}/.done"
 }
 
 # phone_text SET: ${dumpdir}/raw/SET/text_phn, the phones of its phones.ctm in time
@@ -596,31 +681,29 @@ finetune() {
 phone_text() {
     local dir="${dumpdir}/raw/$1" stamp
     stamp="data=$(cat "${dumpdir}/raw/.$1.done")"
-    if is_done "${dir}/.text_phn.done" "${stamp}"; then
-        log "phones ${dir}/text_phn: already done with the same options; skipping"
-        return
-    fi
-    rm -f "${dir}/.text_phn.done"
+    run_stamped "${dir}/.text_phn.done" "${stamp}" "phones ${dir}/text_phn" write_phone_text "${dir}"
+}
+
+# write_phone_text DIR: the work of phone_text
+write_phone_text() {
+    local dir=$1
     python -m espnet2.bin.ssl_phone_text --ctm "${dir}/phones.ctm" \
         --utt_list "${dir}/wav.scp" --output "${dir}/text_phn" \
         || { log "Error: no phone transcripts for ${dir} (see above)"; exit 1; }
-    echo "${stamp}" > "${dir}/.text_phn.done"
 }
 
 # untrained_model: a model of the last SSL model's architecture with fresh weights (the
 # from-scratch baseline); prints its path
 untrained_model() {
-    local dir="${expdir}/$(final_tag)_untrained" config="${expdir}/$(final_tag)/config.yaml"
+    local dir config
+    dir="${expdir}/$(final_tag)_untrained"
+    config="${expdir}/$(final_tag)/config.yaml"
     if [ -n "${pretrained_model}" ]; then
         dir="${expdir}/${asr_tag}_untrained"
         config=$(pretrained_config)
     fi
-    local stamp="config=$(model_stamp "${config}")"
-    if ! is_done "${dir}/.done" "${stamp}"; then
-        python -m espnet2.bin.ssl_recipe_config untrained_model \
-            "${config}" "${dir}" --seed 0 >&2
-        echo "${stamp}" > "${dir}/.done"
-    fi
+    run_stamped "${dir}/.done" "config=$(model_stamp "${config}")" "untrained model ${dir}" \
+        python -m espnet2.bin.ssl_recipe_config untrained_model "${config}" "${dir}" --seed 0 >&2
     echo "${dir}/untrained.pth"
 }
 
@@ -659,22 +742,30 @@ probe_exp() {
 # ($(unit_text UNIT); for phones the WER is the PER) into EXP/decode_SET/score/
 decode() {
     local exp=$1 dset=$2 unit=$3
-    local dir="${exp}/decode_${dset}" model="${exp}/${asr_model_name}" ref
+    local model="${exp}/${asr_model_name}" ref stamp
     ref="${dumpdir}/raw/${dset}/$(unit_text "${unit}")"
-    [ -f "${model}" ] || { log "Error: ${model} does not exist; run stage 7 first (or set --asr_model_name)"; exit 1; }
-    [ -f "${ref}" ] || { log "Error: ${ref} does not exist; run stage 7 first"; exit 1; }
-    local stamp="model=$(model_stamp "${model}") args=${inference_args}"
-    stamp+=" data=$(cat "${dumpdir}/raw/.${dset}.done")"
-    if is_done "${dir}/.done" "${stamp}"; then
-        log "decoding ${dir}: already done with the same options; skipping"
-        return
+    if [ ! -f "${model}" ]; then
+        log "Error: ${model} does not exist; run stage 7 first (or set --asr_model_name)"
+        exit 1
     fi
+    [ -f "${ref}" ] || { log "Error: ${ref} does not exist; run stage 7 first"; exit 1; }
+    stamp="model=$(model_stamp "${model}") args=${inference_args}"
+    stamp+=" data=$(cat "${dumpdir}/raw/.${dset}.done")"
+    run_stamped "${exp}/decode_${dset}/.done" "${stamp}" "decoding ${exp}/decode_${dset}" \
+        decode_set "${exp}" "${dset}" "${ref}"
+}
+
+# decode_set EXP SET REF: the work of decode
+decode_set() {
+    local exp=$1 dset=$2 ref=$3
+    local dir="${exp}/decode_${dset}" model="${exp}/${asr_model_name}"
     rm -rf "${dir}"
     mkdir -p "${dir}/logdir"
     local num_utts nj n
     num_utts=$(wc -l < "${dumpdir}/raw/${dset}/wav.scp")
     nj=$(( inference_nj < num_utts ? inference_nj : num_utts ))
-    awk -v nj="${nj}" -v dir="${dir}/logdir" '{ print $1 > (dir "/keys." ((NR - 1) % nj + 1) ".scp") }' \
+    awk -v nj="${nj}" -v dir="${dir}/logdir" \
+        '{ print $1 > (dir "/keys." ((NR - 1) % nj + 1) ".scp") }' \
         "${dumpdir}/raw/${dset}/wav.scp"
     log "decoding ${dset} with ${model} in ${nj} jobs (logs: ${dir}/logdir/decode.*.log)"
     local pids=()
@@ -695,13 +786,15 @@ decode() {
     done
     local failed=0
     for n in "${!pids[@]}"; do
-        wait "${pids[${n}]}" || { failed=1; log "Error: decoding job $((n + 1)) failed; see ${dir}/logdir/decode.$((n + 1)).log"; }
+        wait "${pids[${n}]}" || {
+            failed=1
+            log "Error: decoding job $((n + 1)) failed; see ${dir}/logdir/decode.$((n + 1)).log"
+        }
     done
     [ "${failed}" -eq 0 ] || exit 1
     cat "${dir}"/logdir/output.*/1best_recog/text | LC_ALL=C sort > "${dir}/text"
     python -m espnet2.bin.asr_score score --ref "${ref}" \
         --hyp "${dir}/text" --out_dir "${dir}/score"
-    echo "${stamp}" > "${dir}/.done"
 }
 
 # results_table FILE UNIT TITLE SYSTEMS NOTE...: every test set decoded and scored by
@@ -719,37 +812,51 @@ results_table() {
         opts+=(--system "${system}")
     done
     for note in "$@"; do opts+=(--description "${note}"); done
-    local done_file stamp="${opts[*]}${scores}"
+    local done_file report_unit=word
     done_file="$(dirname "${file}")/.results.done"
-    if [ -f "${file}" ] && is_done "${done_file}" "${stamp}"; then
-        log "${file}: already done with the same options; skipping"
-        return
-    fi
-    local report_unit=word
+    [ -f "${file}" ] || rm -f "${done_file}"  # a deleted table is written again
     [ "${unit}" != phn ] || report_unit=phone
     # shellcheck disable=SC2086
-    python -m espnet2.bin.asr_score report --unit "${report_unit}" "${opts[@]}" \
+    run_stamped "${done_file}" "${opts[*]}${scores}" "${file}" \
+        python -m espnet2.bin.asr_score report --unit "${report_unit}" "${opts[@]}" \
         --sets ${test_sets} --output "${file}" --title "${title}"
-    echo "${stamp}" > "${done_file}"
 }
+
+# prepare_data SETS: the work of stage 1: local/data.sh, then data/<set> of each of SETS
+# validated
+prepare_data() {
+    local sets=$1
+    # shellcheck disable=SC2086
+    local/data.sh ${local_data_opts}
+    # shellcheck disable=SC2046,SC2086
+    python -m espnet2.bin.validate_data_dir --sample_rate "${fs}" --nj "${nj}" \
+        --check_audio "${check_audio}" $(printf 'data/%s ' ${sets})
+}
+
+# release_ssl EXP DIR REPO OPTIONS...: the work of stage 9: EXP's release into DIR for the
+# hub repository REPO (OPTIONS: the --results tables of its card); the upload is printed
+release_ssl() {
+    local exp=$1 release=$2 repo=$3
+    shift 3
+    pack_ssl release "${exp}" "${release}" "$@" --hf_repo "${repo}"
+    if grep -q "no transformers export" "${exp}/release.log"; then
+        log "Stage 9: $(grep -o "no transformers export.*" "${exp}/release.log")"
+    fi
+    cat "${release}/upload_command.txt" >&2
+}
+
+# Computed once: whether ${ssl_config}'s objective trains on k-means labels (HuBERT) or
+# not (wav2vec 2.0), which stages 3-5 branch on (a Python tool that imports torch)
+needs_labels=false
+if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 3 ]; then
+    needs_labels=$(python -m espnet2.bin.ssl_recipe_config needs_labels "${ssl_config}")
+fi
 
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
     log "Stage 1: Data preparation: local/data.sh ${local_data_opts}"
     sets=$(unique_words "${train_set} ${labeled_set} ${valid_set} ${test_sets}")
-    done_file="data/.stage1.done"
     stamp="local_data_opts=${local_data_opts} sets=${sets} fs=${fs}"
-    if is_done "${done_file}" "${stamp}"; then
-        log "Stage 1: already done with the same options (${done_file}); skipping"
-    else
-        rm -f "${done_file}"
-        # shellcheck disable=SC2086
-        local/data.sh ${local_data_opts}
-        # shellcheck disable=SC2046
-        python -m espnet2.bin.validate_data_dir --sample_rate "${fs}" --nj "${nj}" \
-            --check_audio "${check_audio}" $(printf 'data/%s ' ${sets})
-        mkdir -p data
-        echo "${stamp}" > "${done_file}"
-    fi
+    run_stamped data/.stage1.done "${stamp}" "Stage 1" prepare_data "${sets}"
 fi
 
 if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
@@ -766,15 +873,10 @@ if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
             range+=(--max_hours "${train_hours}" --seed "${train_hours_seed}")
         fi
         stamp="${range[*]} fs=${fs} data=$(cat "data/.stage1.done" 2> /dev/null || true)"
-        if is_done "${dumpdir}/raw/.${dset}.done" "${stamp}"; then
-            log "Stage 2: ${dumpdir}/raw/${dset} already done with the same options; skipping"
-            continue
-        fi
         mkdir -p "${dumpdir}/raw"
-        rm -f "${dumpdir}/raw/.${dset}.done"
-        python -m espnet2.bin.filter_data_dir "${range[@]}" --sample_rate "${fs}" \
+        run_stamped "${dumpdir}/raw/.${dset}.done" "${stamp}" "Stage 2: ${dumpdir}/raw/${dset}" \
+            python -m espnet2.bin.filter_data_dir "${range[@]}" --sample_rate "${fs}" \
             "data/${dset}" "${dumpdir}/raw/${dset}"
-        echo "${stamp}" > "${dumpdir}/raw/.${dset}.done"
     done
 fi
 
@@ -783,12 +885,17 @@ fi
 if "${phone_probe}" && [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
     for dset in $(unique_words "${labeled_set} ${valid_set} ${test_sets}"); do
         ctm="${dumpdir}/raw/${dset}/phones.ctm"
-        [ -f "${ctm}" ] || { log "Error: --phone_probe true needs ${ctm}, the phone alignments of ${dset} ('<utt> 1 <start_s> <dur_s> <phone>' lines; stage 2 copies data/${dset}/phones.ctm). Fix: provide data/${dset}/phones.ctm and run stage 2 again, or run with --phone_probe false"; exit 1; }
+        [ ! -f "${ctm}" ] || continue
+        error="Error: --phone_probe true needs ${ctm}, the phone alignments of ${dset}"
+        error+=" ('<utt> 1 <start_s> <dur_s> <phone>' lines; stage 2 copies data/${dset}/phones.ctm)."
+        error+=" Fix: provide data/${dset}/phones.ctm and run stage 2 again, or run with --phone_probe false"
+        log "${error}"
+        exit 1
     done
 fi
 
 if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
-    if [ "$(python -m espnet2.bin.ssl_recipe_config needs_labels "${ssl_config}")" = true ]; then
+    if [ "${needs_labels}" = true ]; then
         log "Stage 3: HuBERT targets of iteration 1: $(first_targets_tag)"
         make_targets "$(first_targets_tag)" "${target_type}" "${n_clusters}" \
             "${target_layer}" "${target_model}"
@@ -799,7 +906,7 @@ fi
 
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
     log "Stage 4: Pretraining ${expdir}/${ssl_tag} with ${ssl_config}"
-    if [ "$(python -m espnet2.bin.ssl_recipe_config needs_labels "${ssl_config}")" = true ]; then
+    if [ "${needs_labels}" = true ]; then
         pretrain "${expdir}/${ssl_tag}" "${dumpdir}/targets/$(first_targets_tag)" "${n_clusters}"
     else
         pretrain "${expdir}/${ssl_tag}" "" ""
@@ -809,8 +916,9 @@ fi
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     if [ "${ssl_iterations}" -le 1 ]; then
         log "Stage 5: --ssl_iterations ${ssl_iterations}; no further HuBERT iteration"
-    elif [ "$(python -m espnet2.bin.ssl_recipe_config needs_labels "${ssl_config}")" != true ]; then
-        log "Error: --ssl_iterations ${ssl_iterations} needs a HuBERT config; ${ssl_config} trains without labels"
+    elif [ "${needs_labels}" != true ]; then
+        log "Error: --ssl_iterations ${ssl_iterations} needs a HuBERT config;" \
+            "${ssl_config} trains without labels"
         exit 2
     else
         layer="${next_target_layer}"
@@ -832,15 +940,12 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
     exp="${expdir}/$(final_tag)"
     zip="${exp}/$(final_tag).zip"
     log "Stage 6: Packing ${exp}/${ssl_model_name} into ${zip}"
-    [ -f "${exp}/${ssl_model_name}" ] || { log "Error: ${exp}/${ssl_model_name} does not exist; run stages 4-5 first (or set --ssl_model_name)"; exit 1; }
-    stamp="model=$(model_stamp "${exp}/${ssl_model_name}")"
-    if is_done "${exp}/.pack.done" "${stamp}"; then
-        log "Stage 6: already done with the same options; skipping"
-    else
-        rm -f "${exp}/.pack.done" "${zip}"
-        pack_ssl pack "${exp}" "${zip}"
-        echo "${stamp}" > "${exp}/.pack.done"
+    if [ ! -f "${exp}/${ssl_model_name}" ]; then
+        log "Error: ${exp}/${ssl_model_name} does not exist; run stages 4-5 first (or set --ssl_model_name)"
+        exit 1
     fi
+    run_stamped "${exp}/.pack.done" "model=$(model_stamp "${exp}/${ssl_model_name}")" "Stage 6" \
+        pack_ssl pack "${exp}" "${zip}"
 fi
 
 [ -n "${asr_tag}" ] || asr_tag="asr_$(final_tag)"
@@ -853,7 +958,10 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
     fi
     if [ ! -f "${zip}" ]; then
         if [ -n "${pretrained_model}" ]; then
-            log "Error: --pretrained_model ${zip} does not exist (a packed .zip, a .pth next to its config.yaml, or a fairseq .pt; a model zoo or hub name: espnet_model_zoo_download --unpack true NAME prints the unpacked ssl_model_file to pass)"
+            error="Error: --pretrained_model ${zip} does not exist (a packed .zip, a .pth next to its"
+            error+=" config.yaml, or a fairseq .pt; a model zoo or hub name: espnet_model_zoo_download"
+            error+=" --unpack true NAME prints the unpacked ssl_model_file to pass)"
+            log "${error}"
         else
             log "Error: ${zip} does not exist; run stage 6 first"
         fi
@@ -881,8 +989,10 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
     tokens="${token_type}"
     [ "${token_type}" != bpe ] || tokens+=" (${nbpe})"
     decoding="Decoding: espnet2.bin.asr_inference, CTC only, --beam_size 10 ${inference_args}"
+    model_note="SSL model: $(ssl_model)"
+    [ -n "${pretrained_model}" ] || model_note+=" (${ssl_config}, ${ssl_iterations} iteration(s))"
     notes=(
-        "SSL model: $(ssl_model)$([ -n "${pretrained_model}" ] || echo " (${ssl_config}, ${ssl_iterations} iteration(s))")"
+        "${model_note}"
         "Fine-tuning: ${asr_config} on ${labeled_set}, ${tokens} tokens, checkpoint ${asr_model_name}"
         "${decoding}"
     )
@@ -893,11 +1003,14 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
         "${asr_tag}: CTC fine-tuning of $(final_tag)" "$(asr_exps)" "${notes[@]}"
     if "${phone_probe}"; then
         log "Stage 8: the phone probe: PER of ${test_sets} into $(probe_exp)/RESULTS.md"
+        per_note="PER (phone error rate, %): the WER of the decoded phone sequences against text_phn,"
+        per_note+=" each set's phones.ctm in time order (espnet2.bin.ssl_phone_text: pauses left out,"
+        per_note+=" stress marks merged)"
+        probe_note="SSL model: $(ssl_model), frozen (SUPERB phone recognition, arXiv:2105.01051:"
+        probe_note+=" a learned softmax-weighted sum of its layers, a linear CTC head)"
         results_table "$(probe_exp)/RESULTS.md" phn \
             "${asr_tag}_phones: phone recognition (PER) with the frozen $(final_tag)" \
-            "probe=$(probe_exp)" \
-            "PER (phone error rate, %): the WER of the decoded phone sequences against text_phn, each set's phones.ctm in time order (espnet2.bin.ssl_phone_text: pauses left out, stress marks merged)" \
-            "SSL model: $(ssl_model), frozen (SUPERB phone recognition, arXiv:2105.01051: a learned softmax-weighted sum of its layers, a linear CTC head)" \
+            "probe=$(probe_exp)" "${per_note}" "${probe_note}" \
             "Probe: ${probe_config} on ${labeled_set}, checkpoint ${asr_model_name}" \
             "${decoding}"
     fi
@@ -909,8 +1022,13 @@ if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
     repo="${hf_repo:-<your-hf-user>/$(final_tag)}"
     results="${expdir}/${asr_tag}/RESULTS.md"
     log "Stage 9: Release of ${exp} into ${release}: zoo zip with ${results}, hub folder for ${repo}"
-    [ -f "${exp}/${ssl_model_name}" ] || { log "Error: ${exp}/${ssl_model_name} does not exist; run stages 4-5 first"; exit 1; }
-    [ -f "${results}" ] || log "Warning: ${results} does not exist (stages 7-8 write it); the card will say it is not fine-tuned yet"
+    if [ ! -f "${exp}/${ssl_model_name}" ]; then
+        log "Error: ${exp}/${ssl_model_name} does not exist; run stages 4-5 first"
+        exit 1
+    fi
+    if [ ! -f "${results}" ]; then
+        log "Warning: ${results} does not exist (stages 7-8 write it); the card will say it is not fine-tuned yet"
+    fi
     stamp="model=$(model_stamp "${exp}/${ssl_model_name}") results=$(model_stamp "${results}") repo=${repo}"
     results_opts=(--results "${results}")
     if "${phone_probe}"; then
@@ -919,17 +1037,8 @@ if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
         stamp+=" probe=$(model_stamp "$(probe_exp)/RESULTS.md")"
         results_opts+=(--results "$(probe_exp)/RESULTS.md")
     fi
-    if is_done "${release}/.done" "${stamp}"; then
-        log "Stage 9: already done with the same options; skipping"
-    else
-        rm -rf "${release}"
-        pack_ssl release "${exp}" "${release}" "${results_opts[@]}" --hf_repo "${repo}"
-        if grep -q "no transformers export" "${exp}/release.log"; then
-            log "Stage 9: $(grep -o "no transformers export.*" "${exp}/release.log")"
-        fi
-        cat "${release}/upload_command.txt" >&2
-        echo "${stamp}" > "${release}/.done"
-    fi
+    run_stamped "${release}/.done" "${stamp}" "Stage 9" \
+        release_ssl "${exp}" "${release}" "${repo}" "${results_opts[@]}"
 fi
 
 log "Successfully finished. [elapsed=${SECONDS}s]"

@@ -26,16 +26,16 @@ pytestmark = pytest.mark.recipe
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SSL_SH = REPO_ROOT / "egs2/TEMPLATE/ssl2/ssl.sh"
 BUILDERS = REPO_ROOT / "test/espnet2/ssl/release/fairseq/fairseq_builders.py"
-FUNCTIONS = ("is_done", "model_stamp", "fairseq_dir", "import_fairseq",
-             "make_targets", "label_quality", "first_targets_tag", "final_tag",
-             "ssl_model", "pretrained_config")  # fmt: skip
+FUNCTIONS = ("is_done", "run_stamped", "model_stamp", "fairseq_dir",
+             "import_fairseq", "convert_fairseq", "make_targets", "dump_targets",
+             "label_quality", "first_targets_tag", "final_tag", "ssl_model",
+             "pretrained_config")  # fmt: skip
 # the commands stages 3 and 7 start besides the converter, recorded in calls.txt
 STUBS = """
 log() { echo "$*" >&2; }  # ssl.sh's reads BASH_SOURCE[1], unset at the top level
 python() {
     if [ "$2" = espnet2.bin.ssl_fairseq_import ]; then command python "$@"; return; fi
     echo "python $*" >> calls.txt
-    if [ "$3" = needs_labels ]; then echo true; fi
 }
 make_token_list() { echo "make_token_list $*" >> calls.txt; }
 finetune() { echo "finetune $*" >> calls.txt; }
@@ -47,7 +47,7 @@ kmeans_fraction=0.1 kmeans_max_frames=1000 kmeans_seed=0 keep_target_feats=false
 ssl_config=conf/hubert.yaml ssl_iterations=1 ssl_tag=ssl_x asr_tag=asr_x
 asr_config=conf/asr.yaml token_type=char asr_args="" asr_baseline=false
 labeled_set=train pretrained_model="" target_layer="" n_clusters=100
-phone_probe=false stage=1 stop_stage=10000
+phone_probe=false stage=1 stop_stage=10000 needs_labels=true
 """
 
 
@@ -122,7 +122,10 @@ def test_import_fairseq_skips_an_unchanged_checkpoint(converted):
     before = identity(root / "exp/fairseq_hubert/model.pth")
     result = run_ssl_sh(root, "import_fairseq hubert.pt")
     assert result.returncode == 0, result.stderr
-    assert "already converted into exp/fairseq_hubert; skipping" in result.stderr
+    assert (
+        "fairseq hubert.pt: conversion into exp/fairseq_hubert: already done with the"
+        " same options; skipping" in result.stderr
+    )
     assert identity(root / "exp/fairseq_hubert/model.pth") == before
 
 

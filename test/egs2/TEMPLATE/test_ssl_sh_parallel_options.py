@@ -16,10 +16,12 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SSL_SH = REPO_ROOT / "egs2/TEMPLATE/ssl2/ssl.sh"
-FUNCTIONS = ("is_done", "model_stamp", "make_targets", "label_quality",
-             "start_exp", "dist_options", "cudnn_options", "pretrain",
-             "finetune", "token_dir", "asr_token_options", "asr_data_options",
-             "asr_stats_dir", "unit_text", "unique_words")  # fmt: skip
+FUNCTIONS = ("is_done", "run_stamped", "model_stamp", "make_targets",
+             "dump_targets", "label_quality", "claim_exp", "dist_options",
+             "cudnn_options", "pretrain", "ssl_stats_dir", "train_ssl",
+             "collect_ssl_stats", "finetune", "train_asr", "token_dir",
+             "asr_token_options", "asr_data_options", "asr_stats_dir", "unit_text",
+             "unique_words", "prepare_data")  # fmt: skip
 STUBS = """
 log() { echo "$*" >&2; }
 python() { echo "python $*" >> calls.txt; }

@@ -105,7 +105,8 @@ missing() {
     else
         log "Error: ${what} not found: neither ${dir}/${sub} nor ${download_dir}/${sub} exists."
     fi
-    log "Fix: pass ${option} <folder holding ${sub}> in --local_data_opts, or allow downloading it with --download true."
+    log "Fix: pass ${option} <folder holding ${sub}> in --local_data_opts," \
+        "or allow downloading it with --download true."
     [ -z "${hint}" ] || log "${hint}"
     exit 1
 }
@@ -142,7 +143,8 @@ librilight_folds() {
     local ll=$1 sub
     for sub in 1h/{0..5}/{clean,other} 9h/{clean,other}; do
         if [ ! -d "${ll}/${sub}" ]; then
-            log "Error: ${ll}/${sub} does not exist; Libri-light's librispeech_finetuning/ holds 1h/{0..5}/{clean,other}/ and 9h/{clean,other}/."
+            log "Error: ${ll}/${sub} does not exist; Libri-light's librispeech_finetuning/ holds" \
+                "1h/{0..5}/{clean,other}/ and 9h/{clean,other}/."
             log "Fix: extract librispeech_finetuning.tgz again (or delete ${ll} and run with --download true)."
             exit 1
         fi
