@@ -118,9 +118,9 @@ from bench_wav2vec2_step import (
 )
 from torch.utils.flop_counter import FlopCounterMode
 
+from espnet2.ssl.frame_geometry import cnn_frame_count
 from espnet2.ssl.study.flops import CPU_SDPA_FLOPS
 from espnet2.ssl.study.memory import check_memory_measure, tensor_memory
-from espnet2.ssl.frame_geometry import cnn_frame_count
 
 SM_YAML = (
     "egs2/librispeech/ssl2/conf/tuning/train_ssl_wav2vec2_summary_mixing_base.yaml"

@@ -21,8 +21,8 @@ import torch
 import yaml
 
 from espnet2.fileio.kaldi_data_dir import read_two_column_file, validate_data_dir
-from espnet2.ssl.targets.dumpers.ssl_model import build_ssl_dumper
 from espnet2.ssl.frame_geometry import WAV2VEC2_CNN_SHAPES, cnn_frame_count
+from espnet2.ssl.targets.dumpers.ssl_model import build_ssl_dumper
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 TINY = (
