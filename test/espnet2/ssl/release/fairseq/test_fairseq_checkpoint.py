@@ -1,5 +1,5 @@
-"""espnet2/ssl/release/fairseq/checkpoint.py, fairseq_config.py, fairseq_keys.py,
-fairseq_import.py and the loader of espnet2/ssl/model_files.py: fairseq wav2vec 2.0 and
+"""espnet2/ssl/release/fairseq/ (checkpoint.py, config.py, keys.py, convert.py) and the
+loader of espnet2/ssl/model_files.py: fairseq wav2vec 2.0 and
 HuBERT checkpoints import without fairseq, equal to the Hugging Face import of the
 same weights, and what is refused is named.
 

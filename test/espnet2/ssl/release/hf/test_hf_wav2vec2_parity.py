@@ -1,4 +1,4 @@
-"""espnet2/ssl/release/hf/wav2vec2.py, hf_wav2vec2_keys.py and
+"""espnet2/ssl/release/hf/wav2vec2.py, keys.py and
 espnet2/bin/ssl_hf_convert.py:
 our wav2vec 2.0 model equals transformers' Wav2Vec2ForPreTraining given the same
 weights, audio, mask and negatives; its exported folder also loads as Wav2Vec2Model
