@@ -11,7 +11,6 @@ fine-tuning they start are replaced by stubs that record their command lines.
 """
 
 import hashlib
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -20,12 +19,13 @@ from typing import Dict
 
 import pytest
 import torch
+from fairseq_builders import checkpoint_dict
+from ssl_sh_pieces import shell_function, stage_block
 
 pytestmark = pytest.mark.recipe
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SSL_SH = REPO_ROOT / "egs2/TEMPLATE/ssl2/ssl.sh"
-BUILDERS = REPO_ROOT / "test/espnet2/ssl/release/fairseq/fairseq_builders.py"
 FUNCTIONS = ("is_done", "run_stamped", "model_stamp", "fairseq_dir",
              "import_fairseq", "convert_fairseq", "make_targets", "dump_targets",
              "label_quality", "first_targets_tag", "final_tag", "ssl_model",
@@ -51,19 +51,6 @@ phone_probe=false stage=1 stop_stage=10000 needs_labels=true
 """
 
 
-def _load_pieces():
-    """``ssl_sh_pieces.py`` beside this file (test/ is not a package)."""
-    path = Path(__file__).with_name("ssl_sh_pieces.py")
-    spec = importlib.util.spec_from_file_location("ssl_sh_pieces", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_PIECES = _load_pieces()
-shell_function, stage_block = _PIECES.shell_function, _PIECES.stage_block
-
-
 def run_ssl_sh(cwd: Path, body: str) -> subprocess.CompletedProcess:
     """``body`` after ssl.sh's settings, helper functions and the stubs."""
     script = SSL_SH.read_text()
@@ -82,10 +69,7 @@ def run_ssl_sh(cwd: Path, body: str) -> subprocess.CompletedProcess:
 
 
 def write_checkpoint(path: Path, seed_offset: float = 0.0) -> Path:
-    spec = importlib.util.spec_from_file_location("fairseq_builders", BUILDERS)
-    builders = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(builders)
-    raw = builders.checkpoint_dict("hubert", False, "cfg")
+    raw = checkpoint_dict("hubert", False, "cfg")
     raw["model"]["mask_emb"] += seed_offset
     torch.save(raw, path)
     return path

@@ -7,12 +7,12 @@ that records its command line (calls.txt), and the option checks run the real
 ssl.sh up to its argument checks.
 """
 
-import importlib.util
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
+from ssl_sh_pieces import shell_function, stage_block
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SSL_SH = REPO_ROOT / "egs2/TEMPLATE/ssl2/ssl.sh"
@@ -36,19 +36,6 @@ num_nodes=1 deterministic=false check_audio=full local_data_opts=""
 labeled_set="" test_sets="" ssl_config=conf/hubert.yaml ssl_args="" nbpe=100
 kmeans_fraction=0.1 kmeans_max_frames=1000 kmeans_seed=0 keep_target_feats=true
 """
-
-
-def _load_pieces():
-    """``ssl_sh_pieces.py`` beside this file (test/ is not a package)."""
-    path = Path(__file__).with_name("ssl_sh_pieces.py")
-    spec = importlib.util.spec_from_file_location("ssl_sh_pieces", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_PIECES = _load_pieces()
-shell_function, stage_block = _PIECES.shell_function, _PIECES.stage_block
 
 
 def run_pieces(cwd: Path, body: str) -> str:

@@ -5,9 +5,10 @@ The helper is cut out of ssl.sh (``ssl_sh_pieces.py``) and run by bash with a st
 that counts its runs in runs.txt.
 """
 
-import importlib.util
 import subprocess
 from pathlib import Path
+
+from ssl_sh_pieces import shell_function
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SSL_SH = REPO_ROOT / "egs2/TEMPLATE/ssl2/ssl.sh"
@@ -16,18 +17,6 @@ set -euo pipefail
 log() { echo "$*" >&2; }
 step() { echo run >> runs.txt; [ "${1:-ok}" = ok ] || return 3; }
 """
-
-
-def _load_pieces():
-    """``ssl_sh_pieces.py`` beside this file (test/ is not a package)."""
-    path = Path(__file__).with_name("ssl_sh_pieces.py")
-    spec = importlib.util.spec_from_file_location("ssl_sh_pieces", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-shell_function = _load_pieces().shell_function
 
 
 def run(cwd: Path, body: str) -> subprocess.CompletedProcess:

@@ -1,11 +1,11 @@
 """egs2/librispeech/ssl2/local/prepare_librispeech.py: folders -> Kaldi data dirs."""
 
-import importlib.util
 import os
 import shutil
 from pathlib import Path
 
 import pytest
+from recipe_scripts import load_script
 
 from espnet2.fileio.kaldi_data_dir import read_two_column_file, validate_data_dir
 
@@ -18,10 +18,7 @@ CHAPTER = "LibriSpeech/train-clean-100/103/1240"
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("prepare_librispeech", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "prepare_librispeech")
 
 
 @pytest.fixture

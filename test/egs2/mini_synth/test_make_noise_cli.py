@@ -1,11 +1,11 @@
 """Tests of egs2/mini_synth/ssl2/local/make_noise.py (the noise data dir CLI) and of
 its call in local/data.sh."""
 
-import importlib.util
 import os
 from pathlib import Path
 
 import pytest
+from recipe_scripts import load_script
 
 from espnet2.ssl.synth.espeak import EspeakError
 
@@ -16,10 +16,7 @@ SCRIPT = LOCAL / "make_noise.py"
 
 @pytest.fixture(scope="module")
 def cli():
-    spec = importlib.util.spec_from_file_location("make_noise_cli", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "make_noise_cli")
 
 
 def test_script_is_an_executable_python3_tool():

@@ -1,12 +1,12 @@
 """Tests of egs2/mini_synth/ssl2/local/synth_corpus.py (the corpus CLI)."""
 
-import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from recipe_scripts import load_script
 
 from espnet2.ssl.synth.espeak import EspeakError
 
@@ -20,10 +20,7 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def cli():
-    spec = importlib.util.spec_from_file_location("synth_corpus_cli", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "synth_corpus_cli")
 
 
 def test_script_is_an_executable_python3_tool():

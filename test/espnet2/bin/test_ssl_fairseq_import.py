@@ -2,14 +2,14 @@
 model.pth that ``SSLTask.build_model_from_file`` loads; exit statuses 3 (a field our
 model cannot express), 1 (bad input) and 2 (bad options), each with one error line.
 
-The checkpoints are made by test/espnet2/ssl/release/fairseq/fairseq_builders.py
+The checkpoints are made by test/helpers/fairseq_builders.py
 (fairseq's key
 layout and config fields).
 """
 
-import importlib.util
 from pathlib import Path
 
+import fairseq_builders as builders
 import pytest
 import torch
 
@@ -18,17 +18,6 @@ from espnet2.ssl.release.fairseq.convert import import_fairseq
 from espnet2.tasks.ssl import SSLTask
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-BUILDERS = REPO_ROOT / "test/espnet2/ssl/release/fairseq/fairseq_builders.py"
-
-
-def load_builders():
-    spec = importlib.util.spec_from_file_location("fairseq_builders", BUILDERS)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-builders = load_builders()
 
 
 def write_checkpoint(path: Path, kind: str = "hubert", **model_overrides) -> Path:

@@ -3,7 +3,7 @@ loader of espnet2/ssl/model_files.py: fairseq wav2vec 2.0 and
 HuBERT checkpoints import without fairseq, equal to the Hugging Face import of the
 same weights, and what is refused is named.
 
-The checkpoints (fairseq_builders.py beside this file) are in fairseq's own key
+The checkpoints (test/helpers/fairseq_builders.py) are in fairseq's own key
 layout and config fields (fairseq @ 3d262bb2 ``Wav2Vec2Model`` / ``HubertModel``;
 ``cfg`` dict style of fairseq-hydra-train and ``args`` Namespace style of 2020's
 fairseq-train), with random weights at tiny sizes. The reference is independent of
@@ -22,13 +22,13 @@ entry is after its final LayerNorm: it is compared with our final output.
 
 import argparse
 import copy
-import importlib.util
 import os
 import sys
 import types
 from pathlib import Path
 from typing import Dict, List
 
+import fairseq_builders as builders
 import numpy as np
 import omegaconf
 import pytest
@@ -55,18 +55,8 @@ from espnet2.tasks.ssl import SSLTask
 EXACT = 0.0  # the same weights through the same mapping: bitwise equal outputs
 HF_TOLERANCE = 1e-4  # absolute, float32, against transformers' own forward
 LENGTHS = (8000, 5600)  # samples: 399 and 279 frames (stride 20)
-BUILDERS = Path(__file__).with_name("fairseq_builders.py")
 
 
-def load_builders() -> types.ModuleType:
-    """The checkpoint builders (a helper module beside this file, loaded by path)."""
-    spec = importlib.util.spec_from_file_location("fairseq_builders", BUILDERS)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-builders = load_builders()
 checkpoint_dict, model_fields = builders.checkpoint_dict, builders.model_fields
 NUM_CLASSES, CONV_BASE = builders.NUM_CLASSES, builders.CONV_BASE
 

@@ -1,6 +1,6 @@
 """Pieces of ``egs2/TEMPLATE/ssl2/ssl.sh`` for tests that run them alone.
 
-Loaded by the ``test_ssl_sh_*.py`` files beside it (``load_pieces``), which put a
+Imported by the ``test_ssl_sh_*.py`` files of test/egs2/TEMPLATE/, which put a
 function or a stage block of the script after their own settings and stubs.
 """
 

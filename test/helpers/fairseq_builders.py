@@ -2,7 +2,8 @@
 
 Used by test/espnet2/ssl/release/fairseq/test_fairseq_checkpoint.py,
 test/espnet2/bin/test_ssl_fairseq_import.py and
-test/egs2/TEMPLATE/test_ssl_sh_fairseq.py (loaded by path: test/ has no packages).
+test/egs2/TEMPLATE/test_ssl_sh_fairseq.py (``import fairseq_builders``: test/helpers
+is on ``sys.path`` through pytest.ini).
 It imports only torch, so that a test that only needs a checkpoint file starts fast.
 
 The layout is fairseq's own @ 3d262bb2: the state dict keys and shapes of
