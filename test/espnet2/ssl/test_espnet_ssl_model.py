@@ -187,6 +187,7 @@ dist.destroy_process_group()
 """
 
 
+@pytest.mark.recipe  # end to end in other processes
 def test_with_two_gloo_ranks_the_step_counts_are_summed_in_one_all_reduce(
     run_gloo_ranks, tmp_path, ssl_configs
 ):

@@ -89,6 +89,7 @@ def epoch_losses(log: str) -> dict:
     }
 
 
+@pytest.mark.recipe  # end to end in other processes
 def test_asr_train_with_the_s3prl_frontend_trains_a_step_on_a_packed_model(
     tmp_path, packed, corpus
 ):

@@ -328,6 +328,7 @@ def test_run_downstream_help_runs_and_lists_our_upstream():
     assert f"'{HUB_NAME}'" in result.stdout  # "Available options in S3PRL: [...]"
 
 
+@pytest.mark.recipe  # end to end in other processes
 def test_the_docstring_launcher_trains_s3prls_example_downstream_on_a_zip(
     saved, tmp_path
 ):
