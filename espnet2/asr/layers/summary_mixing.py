@@ -10,7 +10,11 @@
 #     https://arxiv.org/abs/2407.13377 (the SSL variant with layer norms).
 # Reference implementation, read for facts only (non-commercial licence; no code
 #   copied): SamsungLabs/SummaryMixing (SpeechBrain fork) @ c6c98f9 and branch
-#   IS24_PR, speechbrain/nnet/summary_mixing.py and lobes/models/VanillaNN.py.
+#   IS24_PR, speechbrain/nnet/summary_mixing.py and lobes/models/VanillaNN.py
+#   (@ 144eee0: branch = hidden layers + one output layer, ParallelLinear's
+#   initialisation, layer norms in full mode only) and the SSL BASE hparams
+#   recipes/Libri-Light/self-supervised-learning/wav2vec2/hparams/
+#   summarymixing_wav2vec2.yaml (@ 98dc9fc).
 """SummaryMixing: every frame mixes with one masked mean over the utterance.
 
 For input frames x_t (t < T valid frames of an utterance), SummaryMixing computes
