@@ -381,10 +381,12 @@ class SummaryMixingEncoder(AbsEncoder):
             cnn_module_kernel: Depthwise kernel in frames (odd). SSL BASE 31.
             cnn_module_norm: "layer_norm" (default) or "batch_norm" (ESPnet).
             mixer: "summary_mixing", "summary_mixing_lite" or "self_attention".
-            local_units: Layer sizes of SummaryMixing's local transform; None = [D].
-                Reference ``local_proj_hid_dim``; SSL BASE [768].
-            summary_units: Layer sizes of the summary function; None = [D].
-                Reference ``summary_hid_dim``; SSL BASE [768].
+            local_units: Output size of every layer of SummaryMixing's local
+                transform, the last being its output; None = [D, D]. The
+                reference's ``local_proj_hid_dim`` + [``local_proj_out_dim``]:
+                SSL BASE [768] + 768 = [768, 768].
+            summary_units: The same for the summary function; None = [D, D]
+                (``summary_hid_dim`` + [``summary_out_dim``]; SSL BASE [768, 768]).
             mixer_layer_norm: LayerNorm on SummaryMixing's local and summary
                 vectors (the SSL variant, IS24_PR ``use_layernorm``).
             layer_drop_rate: Probability of skipping each block in training.
@@ -416,8 +418,8 @@ class SummaryMixingEncoder(AbsEncoder):
             mixer=mixer,
             heads=attention_heads,
             linear_units=linear_units,
-            local_units=tuple(local_units or (output_size,)),
-            summary_units=tuple(summary_units or (output_size,)),
+            local_units=tuple(local_units or (output_size, output_size)),
+            summary_units=tuple(summary_units or (output_size, output_size)),
             mixer_layer_norm=mixer_layer_norm,
             relative=pos_enc_layer_type == "rel_pos",
             activation=activation_type,

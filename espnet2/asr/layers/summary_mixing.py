@@ -10,7 +10,11 @@
 #     https://arxiv.org/abs/2407.13377 (the SSL variant with layer norms).
 # Reference implementation, read for facts only (non-commercial licence; no code
 #   copied): SamsungLabs/SummaryMixing (SpeechBrain fork) @ c6c98f9 and branch
-#   IS24_PR, speechbrain/nnet/summary_mixing.py and lobes/models/VanillaNN.py.
+#   IS24_PR, speechbrain/nnet/summary_mixing.py and lobes/models/VanillaNN.py
+#   (@ 144eee0: branch = hidden layers + one output layer, ParallelLinear's
+#   initialisation, layer norms in full mode only) and the SSL BASE hparams
+#   recipes/Libri-Light/self-supervised-learning/wav2vec2/hparams/
+#   summarymixing_wav2vec2.yaml (@ 98dc9fc).
 """SummaryMixing: every frame mixes with one masked mean over the utterance.
 
 For input frames x_t (t < T valid frames of an utterance), SummaryMixing computes
@@ -76,13 +80,24 @@ class BlockDiagonalLinear(torch.nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """U(-1/sqrt(fan_in), 1/sqrt(fan_in)) per block, as nn.Linear; zero bias.
+        """The reference's initialisation (``ParallelLinear`` / ``nn.Linear``).
 
-        The zero bias follows the reference SummaryMixing initialisation.
+        With H > 1 the reference initialises its (H, in/H, out/H) weight with
+        ``kaiming_uniform_(a=sqrt(5))``, whose fan-in for a 3-D tensor is
+        (in/H) * (out/H), and its (H, out/H) bias the same way (fan-in out/H):
+        weight ~ U(+-1/sqrt((in/H)(out/H))), bias ~ U(+-1/sqrt(out/H)). With H = 1
+        it uses ``nn.Linear`` (weight ~ U(+-1/sqrt(in))) and zeroes the bias.
         """
-        bound = 1.0 / math.sqrt(self.weight.shape[1])
+        heads, group_in, group_out = self.weight.shape
+        if heads == 1:
+            bound = 1.0 / math.sqrt(group_in)
+            torch.nn.init.uniform_(self.weight, -bound, bound)
+            torch.nn.init.zeros_(self.bias)
+            return
+        bound = 1.0 / math.sqrt(group_in * group_out)
         torch.nn.init.uniform_(self.weight, -bound, bound)
-        torch.nn.init.zeros_(self.bias)
+        bias_bound = 1.0 / math.sqrt(group_out)
+        torch.nn.init.uniform_(self.bias, -bias_bound, bias_bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Project (..., D_in) -> (..., D_out)."""
@@ -145,8 +160,8 @@ class SummaryMixing(torch.nn.Module):
         self,
         input_size: int,
         output_size: int,
-        local_units: Sequence[int] = (512,),
-        summary_units: Sequence[int] = (512,),
+        local_units: Sequence[int] = (512, 512),
+        summary_units: Sequence[int] = (1024, 1024),
         num_heads: int = 1,
         activation: str = "gelu",
         dropout_rate: float = 0.1,
@@ -159,11 +174,15 @@ class SummaryMixing(torch.nn.Module):
             input_size: Input size D.
             output_size: Output size. Corresponds to ``summary_out_dim`` in the
                 reference; d_model inside a Conformer block.
-            local_units: Layer sizes of the local transform f. Corresponds to
-                ``local_proj_hid_dim``; reference default [512], SSL BASE [768].
-            summary_units: Layer sizes of the summary function. Corresponds to
-                ``summary_hid_dim``; reference default [512], SSL BASE [768]. In
-                the lite mode the last must equal ``output_size``.
+            local_units: Output size of every layer of the local transform f, the
+                last being its output. The reference builds ``local_proj_hid_dim``
+                followed by ``local_proj_out_dim``: its default [512] + 512 is
+                [512, 512] here, the SSL BASE [768] + 768 is [768, 768].
+            summary_units: Output size of every layer of the summary function, the
+                last being its output: the reference's ``summary_hid_dim`` followed
+                by ``summary_out_dim`` (default [1024] + 1024 = [1024, 1024]; SSL
+                BASE [768, 768]). In the lite mode the last must equal
+                ``output_size``.
             num_heads: Diagonal blocks of the local and summary linears.
                 Corresponds to ``nhead`` (``n_split``); SSL BASE 8.
             activation: Activation after every linear (ACTIVATIONS). The reference
@@ -171,7 +190,8 @@ class SummaryMixing(torch.nn.Module):
             dropout_rate: Dropout on [f ; s] before the combiner. Corresponds to
                 ``global_dropout``; reference 0.1.
             use_layer_norm: LayerNorm on f (after masking) and on s (after the
-                mean). Corresponds to ``use_layernorm`` of IS24_PR (SSL): True.
+                mean) in full SummaryMixing; the lite mode, as in the reference,
+                normalises nothing. The SSL variant (IS24_PR): True.
             mode: "summary_mixing" or "summary_mixing_lite" (summary only).
         """
         super().__init__()
@@ -179,8 +199,8 @@ class SummaryMixing(torch.nn.Module):
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.mode = mode
         self.summary = PointwiseMLP(input_size, summary_units, num_heads, activation)
-        self.summary_norm = self._norm(use_layer_norm, summary_units[-1])
-        if mode == "summary_mixing_lite":
+        if mode == "summary_mixing_lite":  # the reference normalises in full mode only
+            self.summary_norm = torch.nn.Identity()
             if summary_units[-1] != output_size:
                 raise ValueError(
                     f"summary_mixing_lite outputs the summary itself: the last of "
@@ -188,6 +208,7 @@ class SummaryMixing(torch.nn.Module):
                     f"({output_size})"
                 )
             return
+        self.summary_norm = self._norm(use_layer_norm, summary_units[-1])
         self.local = PointwiseMLP(input_size, local_units, num_heads, activation)
         self.local_norm = self._norm(use_layer_norm, local_units[-1])
         self.dropout = torch.nn.Dropout(dropout_rate)

@@ -58,6 +58,9 @@ ENCODER_FIELDS = (
     "linear_units",
     "pos_enc_layer_type",
     "mixer",
+    "local_units",  # SummaryMixing: every layer of each branch, the last its output
+    "summary_units",
+    "mixer_layer_norm",
 )
 
 

@@ -2,11 +2,13 @@
 short utterances, per-layer outputs, lengths, layer drop, the masked convolution
 module, option errors, registration and gradients."""
 
+from pathlib import Path
 from typing import List
 
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
 from espnet.nets.pytorch_backend.transformer.subsampling import (
     Conv2dSubsampling,
@@ -20,6 +22,7 @@ from espnet2.asr.encoder.summary_mixing_encoder import (
     MaskedConvolutionModule,
     SummaryMixingEncoder,
 )
+from espnet2.asr.layers.summary_mixing import SummaryMixing
 
 DIM = 32
 LENGTHS = [12, 5, 1, 0]
@@ -358,3 +361,18 @@ def test_a_backward_pass_gives_every_parameter_a_finite_gradient(options):
         assert param.grad is not None, f"{name} received no gradient"
         assert torch.isfinite(param.grad).all(), name
         assert param.grad.abs().sum() > 0, name
+
+
+def test_a_block_of_the_shipped_base_config_holds_the_references_mixer():
+    """The BASE config's encoder_conf through the encoder (one block of the twelve):
+    its mixer is the reference's SSL BASE mixer, 1,481,472 parameters, two layers per
+    branch, the activation of the Conformer (swish) after each."""
+    config = Path(__file__).resolve().parents[4] / "egs2/librispeech/ssl2/conf/tuning"
+    config /= "train_ssl_wav2vec2_summary_mixing_base.yaml"
+    conf = dict(yaml.safe_load(config.read_text())["encoder_conf"], num_blocks=1)
+    encoder = SummaryMixingEncoder(768, **conf)
+    (mixer,) = [m for m in encoder.modules() if isinstance(m, SummaryMixing)]
+    assert sum(p.numel() for p in mixer.parameters()) == 1_481_472
+    for branch in (mixer.local, mixer.summary):
+        kinds = [type(m).__name__ for m in branch]
+        assert kinds == ["BlockDiagonalLinear", "SiLU"] * 2, kinds  # swish = SiLU

@@ -10,10 +10,12 @@ but copies of the weight values.
 """
 
 import math
+from pathlib import Path
 from typing import List, Optional, Tuple
 
 import pytest
 import torch
+import yaml
 
 from espnet2.asr.layers.summary_mixing import (
     BlockDiagonalLinear,
@@ -24,6 +26,7 @@ from espnet2.asr.layers.summary_mixing import (
 
 LENGTHS = [7, 1, 4, 0]  # mixed, with a one-frame and an empty utterance
 MAX_LEN = 9
+REPO_ROOT = Path(__file__).resolve().parents[4]
 IN, OUT = 8, 12  # different, so that a swapped size cannot go unnoticed
 MODES = ["summary_mixing", "summary_mixing_lite"]
 TOLERANCE = 1e-10  # float64; the brief's bound is 1e-5
@@ -222,13 +225,70 @@ def test_block_diagonal_linear_with_one_head_is_torch_linear():
     torch.testing.assert_close(linear(x), expected, atol=1e-12, rtol=0)
 
 
-def test_new_layers_start_with_zero_biases_and_bounded_block_weights():
-    linear = BlockDiagonalLinear(64, 32, num_heads=4)
+def test_block_weights_and_biases_start_as_the_references_kaiming_uniform():
+    """H > 1: weight ~ U(+-1/sqrt((in/H)(out/H))), bias ~ U(+-1/sqrt(out/H)): the
+    bounds of kaiming_uniform_(a=sqrt(5)) on the reference's 3-D weight and 2-D
+    bias (fan-in of a (H, i, o) tensor: i * o; of (H, o): o)."""
+    torch.manual_seed(0)
+    linear = BlockDiagonalLinear(64, 32, num_heads=4)  # blocks 16 x 8
+    weight_bound, bias_bound = 1 / math.sqrt(16 * 8), 1 / math.sqrt(8)
+    assert linear.weight.abs().max() <= weight_bound
+    assert linear.weight.abs().max() > 0.9 * weight_bound  # 512 draws fill the range
+    assert linear.bias.abs().max() <= bias_bound
+    assert linear.bias.abs().max() > 0.5 * bias_bound
+    assert linear.bias.std() > 0.2 * bias_bound  # not zero, as the reference
+
+
+def test_one_head_starts_as_torch_linear_with_a_zero_bias():
+    torch.manual_seed(0)
+    linear = BlockDiagonalLinear(64, 32, num_heads=1)
+    assert linear.weight.abs().max() <= 1 / math.sqrt(64)
+    assert linear.weight.abs().max() > 0.9 / math.sqrt(64)
     assert torch.equal(linear.bias, torch.zeros(32))
-    assert linear.weight.abs().max() <= 1 / math.sqrt(16)
-    assert linear.weight.std() > 0.1 / math.sqrt(16)
     layer = SummaryMixing(IN, OUT, local_units=(4,), summary_units=(OUT,))
     assert torch.equal(layer.combiner.bias, torch.zeros(OUT))
+
+
+def reference_mixer_parameters(d: int, heads: int, hidden: int, out: int) -> int:
+    """Parameters of the reference's full SummaryMixing with layer norms, from its
+    hyperparameters: each branch is VanillaNN(hid_dim + [out_dim]) of ParallelLinear
+    layers (weight in*out/H, bias out), the merging layer one dense Linear, and a
+    LayerNorm (gain and bias) on each branch's output."""
+    branch = (d * hidden // heads + hidden) + (hidden * out // heads + out)
+    merging = 2 * out * d + d
+    norms = 2 * (2 * out)
+    return 2 * branch + merging + norms
+
+
+def test_a_base_mixer_from_the_shipped_config_has_the_references_parameters():
+    """SSL BASE (IS24_PR hparams/summarymixing_wav2vec2.yaml): d_model 768, nhead 8,
+    local_proj_hid_dim [768] + local_proj_out_dim 768, summary_hid_dim [768] +
+    summary_out_dim 768, use_layernorm: 1,481,472 parameters in two layers a branch."""
+    config = REPO_ROOT / (
+        "egs2/librispeech/ssl2/conf/tuning/train_ssl_wav2vec2_summary_mixing_base.yaml"
+    )
+    conf = yaml.safe_load(config.read_text())["encoder_conf"]
+    layer = SummaryMixing(
+        conf["output_size"],
+        conf["output_size"],
+        local_units=tuple(conf["local_units"]),
+        summary_units=tuple(conf["summary_units"]),
+        num_heads=conf["attention_heads"],
+        use_layer_norm=conf["mixer_layer_norm"],
+    )
+    expected = reference_mixer_parameters(768, 8, 768, 768)
+    assert expected == 1_481_472
+    assert sum(p.numel() for p in layer.parameters()) == expected
+    linears = [m for m in layer.modules() if isinstance(m, BlockDiagonalLinear)]
+    assert len(layer.local) // 2 == len(layer.summary) // 2 == 2  # [linear, act] x 2
+    assert [tuple(m.weight.shape) for m in linears] == [(8, 96, 96)] * 4
+
+
+def test_the_lite_mode_normalises_nothing_as_the_reference():
+    layer = SummaryMixing(
+        IN, OUT, summary_units=(OUT,), use_layer_norm=True, mode="summary_mixing_lite"
+    )
+    assert not any(isinstance(m, torch.nn.LayerNorm) for m in layer.modules())
 
 
 # ---------------------------------------------------------------- properties
