@@ -27,7 +27,9 @@ def test_a_summary_mixing_card_names_every_layer_of_both_branches():
     assert "| parameters | 158.05 M |" in lines
 
 
-@pytest.mark.parametrize("name", ["train_ssl_hubert_base.yaml", "train_ssl_wav2vec2_base.yaml"])
+@pytest.mark.parametrize(
+    "name", ["train_ssl_hubert_base.yaml", "train_ssl_wav2vec2_base.yaml"]
+)
 def test_a_transformer_card_has_no_summary_mixing_rows(name):
     arch = architecture(_config(name))
     assert arch["objective"] in ("hubert", "wav2vec2")
