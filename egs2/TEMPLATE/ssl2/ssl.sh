@@ -44,8 +44,9 @@
 #      and ${probe_config} (the same model frozen, a learned softmax-weighted sum of its
 #      layers, a linear CTC head) into ${expdir}/<asr_tag>_phones. A set without
 #      phones.ctm stops the run after stage 2.
-#   8. Decoding and scoring: espnet2.bin.asr_inference (CTC) of every test set in
-#      ${inference_nj} jobs into <asr exp>/decode_<set>/text, WER and CER by
+#   8. Decoding and scoring: espnet2.bin.asr_inference (CTC) of every test set by every
+#      model, all in one espnet2.bin.ssl_decode process (ESPnet imported once) with
+#      ${inference_nj} workers, into <asr exp>/decode_<set>/text, WER and CER by
 #      espnet2.bin.asr_score into <asr exp>/decode_<set>/score/, and a table of all
 #      sets (and the baseline) in ${expdir}/<asr_tag>/RESULTS.md; with --phone_probe
 #      true the probe's PER (its WER against text_phn) in <asr_tag>_phones/RESULTS.md.
@@ -114,7 +115,7 @@ phone_probe=false       # also train a linear CTC phone probe on the frozen mode
 probe_config=""         # ASR config of the probe (required with --phone_probe true)
 probe_args=""           # extra options for the probe's espnet2.bin.asr_train
 # Decoding and scoring
-inference_nj=4          # parallel decoding jobs per set
+inference_nj=4          # decoding workers (and shards of each set)
 gpu_inference=false     # decode on GPUs (one per job, round robin over --ngpu)
 inference_args=""       # extra options for espnet2.bin.asr_inference
 # Release
@@ -178,7 +179,7 @@ Options:
     --phone_probe         # also train and score the frozen-model phone probe (default="${phone_probe}")
     --probe_config        # ASR config of the probe (required with --phone_probe true)
     --probe_args          # extra options for the probe's asr_train (default="${probe_args}")
-    --inference_nj        # parallel decoding jobs per set (default="${inference_nj}")
+    --inference_nj        # decoding workers and shards of each set (default="${inference_nj}")
     --gpu_inference       # decode on GPUs (default="${gpu_inference}")
     --inference_args      # extra options for espnet2.bin.asr_inference (default="${inference_args}")
     --hf_repo             # hub repository of stage 9, <user>/<name> (default: <your-hf-user>/<last tag>)
@@ -737,68 +738,74 @@ probe_exp() {
     echo "${expdir}/${asr_tag}_phones"
 }
 
-# decode EXP SET UNIT: CTC decoding of SET by EXP's ${asr_model_name} in ${inference_nj}
-# jobs into EXP/decode_SET/text, then WER and CER against SET's UNIT transcripts
-# ($(unit_text UNIT); for phones the WER is the PER) into EXP/decode_SET/score/
-decode() {
-    local exp=$1 dset=$2 unit=$3
-    local model="${exp}/${asr_model_name}" ref stamp
-    ref="${dumpdir}/raw/${dset}/$(unit_text "${unit}")"
-    if [ ! -f "${model}" ]; then
-        log "Error: ${model} does not exist; run stage 7 first (or set --asr_model_name)"
-        exit 1
-    fi
-    [ -f "${ref}" ] || { log "Error: ${ref} does not exist; run stage 7 first"; exit 1; }
-    stamp="model=$(model_stamp "${model}") args=${inference_args}"
-    stamp+=" data=$(cat "${dumpdir}/raw/.${dset}.done")"
-    run_stamped "${exp}/decode_${dset}/.done" "${stamp}" "decoding ${exp}/decode_${dset}" \
-        decode_set "${exp}" "${dset}" "${ref}"
+# decode_stamp EXP SET: what the decoding of SET by EXP depends on: the model, the
+# options and the data
+decode_stamp() {
+    local exp=$1 dset=$2
+    echo "model=$(model_stamp "${exp}/${asr_model_name}") args=${inference_args}" \
+        "data=$(cat "${dumpdir}/raw/.${dset}.done")"
 }
 
-# decode_set EXP SET REF: the work of decode
-decode_set() {
-    local exp=$1 dset=$2 ref=$3
-    local dir="${exp}/decode_${dset}" model="${exp}/${asr_model_name}"
-    rm -rf "${dir}"
-    mkdir -p "${dir}/logdir"
-    local num_utts nj n
-    num_utts=$(wc -l < "${dumpdir}/raw/${dset}/wav.scp")
-    nj=$(( inference_nj < num_utts ? inference_nj : num_utts ))
-    awk -v nj="${nj}" -v dir="${dir}/logdir" \
-        '{ print $1 > (dir "/keys." ((NR - 1) % nj + 1) ".scp") }' \
-        "${dumpdir}/raw/${dset}/wav.scp"
-    log "decoding ${dset} with ${model} in ${nj} jobs (logs: ${dir}/logdir/decode.*.log)"
-    local pids=()
-    for n in $(seq 1 "${nj}"); do
-        local device=(env OMP_NUM_THREADS=1) ngpu_job=0  # one thread per CPU job
-        if "${gpu_inference}"; then
-            device=(env "CUDA_VISIBLE_DEVICES=$(( (n - 1) % (ngpu > 0 ? ngpu : 1) ))"); ngpu_job=1
+# decode_jobs EXP:UNIT...: the espnet2.bin.ssl_decode --job options, one a line, of
+# every test set that an EXP has not decoded with the same model, options and data
+decode_jobs() {
+    local spec exp unit dset ref
+    for spec in "$@"; do
+        exp=${spec%:*} unit=${spec##*:}
+        if [ ! -f "${exp}/${asr_model_name}" ]; then
+            log "Error: ${exp}/${asr_model_name} does not exist; run stage 7 first (or set --asr_model_name)"
+            exit 1
         fi
+        for dset in ${test_sets}; do
+            ref="${dumpdir}/raw/${dset}/$(unit_text "${unit}")"
+            [ -f "${ref}" ] || { log "Error: ${ref} does not exist; run stage 7 first"; exit 1; }
+            is_done "${exp}/decode_${dset}/.done" "$(decode_stamp "${exp}" "${dset}")" \
+                || printf '%s\n' --job "${exp}/config.yaml" "${exp}/${asr_model_name}" \
+                    "${dumpdir}/raw/${dset}/wav.scp" "${exp}/decode_${dset}"
+        done
+    done
+}
+
+# decode_all EXP:UNIT...: CTC decoding of every test set by each EXP's ${asr_model_name}
+# that is not done with the same model, options and data, all of them in one process
+# (espnet2.bin.ssl_decode: ESPnet's asr_inference in ${inference_nj} forked workers)
+# into EXP/decode_SET/text; then the WER and CER of each against SET's UNIT transcripts
+# ($(unit_text UNIT); for phones the WER is the PER) into EXP/decode_SET/score/
+decode_all() {
+    local spec exp dset listing jobs=() gpus=0
+    listing=$(decode_jobs "$@")
+    [ -z "${listing}" ] || mapfile -t jobs <<< "${listing}"
+    if [ "${#jobs[@]}" -gt 0 ]; then
+        ! "${gpu_inference}" || gpus=$(( ngpu > 0 ? ngpu : 1 ))
+        log "decoding $(( ${#jobs[@]} / 5 )) set(s) in one process, ${inference_nj} workers" \
+            "(logs: <exp>/decode_<set>/logdir/decode.*.log)"
         # shellcheck disable=SC2086
-        "${device[@]}" python -m espnet2.bin.asr_inference --ngpu "${ngpu_job}" \
-            --data_path_and_name_and_type "${dumpdir}/raw/${dset}/wav.scp,speech,sound" \
-            --key_file "${dir}/logdir/keys.${n}.scp" \
-            --asr_train_config "${exp}/config.yaml" --asr_model_file "${model}" \
-            --output_dir "${dir}/logdir/output.${n}" --batch_size 1 --beam_size 10 \
-            --ctc_weight 1.0 --lm_weight 0.0 --ngram_weight 0.0 --penalty 0.0 \
-            ${inference_args} > "${dir}/logdir/decode.${n}.log" 2>&1 &
-        pids+=($!)
+        python -m espnet2.bin.ssl_decode --nj "${inference_nj}" --gpus "${gpus}" "${jobs[@]}" \
+            -- --batch_size 1 --beam_size 10 --ctc_weight 1.0 --lm_weight 0.0 \
+            --ngram_weight 0.0 --penalty 0.0 ${inference_args} \
+            || { log "Error: decoding failed (see above)"; exit 1; }
+    fi
+    for spec in "$@"; do
+        exp=${spec%:*}
+        for dset in ${test_sets}; do
+            run_stamped "${exp}/decode_${dset}/.done" "$(decode_stamp "${exp}" "${dset}")" \
+                "decoding ${exp}/decode_${dset}" \
+                score_set "${exp}" "${dset}" "${dumpdir}/raw/${dset}/$(unit_text "${spec##*:}")"
+        done
     done
-    local failed=0
-    for n in "${!pids[@]}"; do
-        wait "${pids[${n}]}" || {
-            failed=1
-            log "Error: decoding job $((n + 1)) failed; see ${dir}/logdir/decode.$((n + 1)).log"
-        }
-    done
-    [ "${failed}" -eq 0 ] || exit 1
-    cat "${dir}"/logdir/output.*/1best_recog/text | LC_ALL=C sort > "${dir}/text"
+}
+
+# score_set EXP SET REF: the WER and CER of EXP/decode_SET/text against REF
+score_set() {
+    local exp=$1 dset=$2 ref=$3
+    local dir="${exp}/decode_${dset}"
+    [ -f "${dir}/text" ] || { log "Error: ${dir}/text does not exist; decode again"; exit 1; }
     python -m espnet2.bin.asr_score score --ref "${ref}" \
         --hyp "${dir}/text" --out_dir "${dir}/score"
 }
 
-# results_table FILE UNIT TITLE SYSTEMS NOTE...: every test set decoded and scored by
-# each of SYSTEMS ("name=exp ...", see decode), then their tables into FILE (asr_score
+# results_table FILE UNIT TITLE SYSTEMS NOTE...: the scores of every test set by each
+# of SYSTEMS ("name=exp ...", decoded by decode_all), their tables into FILE (asr_score
 # report; --unit phone for phn: PER) with the NOTEs as bullet points
 results_table() {
     local file=$1 unit=$2 title=$3 systems=$4
@@ -806,7 +813,6 @@ results_table() {
     local opts=() scores="" system dset note
     for system in ${systems}; do
         for dset in ${test_sets}; do
-            decode "${system#*=}" "${dset}" "${unit}"
             scores+=" $(model_stamp "${system#*=}/decode_${dset}/score/result.json")"
         done
         opts+=(--system "${system}")
@@ -999,6 +1005,10 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
     if "${asr_baseline}"; then
         notes+=("scratch: the same ASR config from an untrained model of the same architecture")
     fi
+    specs=()
+    for system in $(asr_exps); do specs+=("${system#*=}:${token_type}"); done
+    ! "${phone_probe}" || specs+=("$(probe_exp):phn")
+    decode_all "${specs[@]}"
     results_table "${expdir}/${asr_tag}/RESULTS.md" "${token_type}" \
         "${asr_tag}: CTC fine-tuning of $(final_tag)" "$(asr_exps)" "${notes[@]}"
     if "${phone_probe}"; then
