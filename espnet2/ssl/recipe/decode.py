@@ -69,8 +69,11 @@ def split_job(job: DecodeJob, nj: int) -> List[Shard]:
     ``<out>/logdir`` and returns its shards.
 
     Raises:
-        DecodeError: ``wav.scp`` has no utterances (the file and the fix named).
+        DecodeError: ``wav.scp`` is missing or has no utterances (the file and the
+            fix named).
     """
+    if not Path(job.wav_scp).is_file():
+        raise DecodeError(f"{job.wav_scp}: no such file; run stage 2 for this set")
     keys = [line.id for line in read_two_column_file(job.wav_scp)]
     if not keys:
         raise DecodeError(f"{job.wav_scp}: no utterances to decode; check stage 2")

@@ -163,6 +163,13 @@ def test_an_empty_set_fails_naming_the_file(setup, tmp_path):
         decode_jobs([job], decode_options(CTC_OPTIONS), nj=2)
 
 
+def test_a_missing_set_fails_naming_the_file(setup, tmp_path):
+    root, models, sets = setup
+    job = job_on(models[0], tmp_path / "none" / "wav.scp", tmp_path / "out")
+    with pytest.raises(DecodeError, match=r"none/wav\.scp: no such file"):
+        decode_jobs([job], decode_options(CTC_OPTIONS), nj=2)
+
+
 def test_the_command_line_passes_the_options_after_the_separator(setup, tmp_path):
     root, models, sets = setup
     model = models[0]
