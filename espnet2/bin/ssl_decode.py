@@ -83,6 +83,11 @@ def split_arguments(argv: Sequence[str]) -> (List[str], List[str]):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Decode every ``--job``; exit status 1 with the failed shard's log named.
+
+    Args:
+        argv: The command line without the program name (default: ``sys.argv``).
+    """
     own, inference_args = split_arguments(sys.argv[1:] if argv is None else argv)
     args = get_parser().parse_args(own)
     start_tool_logging(TOOL, args, args.log_level)
