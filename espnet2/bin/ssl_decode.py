@@ -23,7 +23,7 @@ and exit status 1.
 import argparse
 import logging
 import sys
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from espnet2.ssl.recipe.decode import (
     DecodeError,
@@ -73,7 +73,7 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def split_arguments(argv: Sequence[str]) -> (List[str], List[str]):
+def split_arguments(argv: Sequence[str]) -> Tuple[List[str], List[str]]:
     """The tool's own arguments and asr_inference's (those after ``--``)."""
     argv = list(argv)
     if "--" not in argv:
