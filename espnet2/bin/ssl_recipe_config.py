@@ -7,7 +7,7 @@ Usage::
     python -m espnet2.bin.ssl_recipe_config num_blocks CONFIG        # prints N
     python -m espnet2.bin.ssl_recipe_config set_num_classes CONFIG K OUT
     python -m espnet2.bin.ssl_recipe_config set_frontend_model ASR_CFG MODEL OUT
-    python -m espnet2.bin.ssl_recipe_config untrained_model TRAIN_CFG OUT_DIR [--seed N]
+    python -m espnet2.bin.ssl_recipe_config untrained_model CFG|ZIP OUT_DIR [--seed N]
 
 See :mod:`espnet2.ssl.recipe.pretrain_config` and
 :mod:`espnet2.ssl.recipe.finetune_config`. A config
@@ -60,7 +60,11 @@ def get_parser() -> argparse.ArgumentParser:
         "untrained_model",
         help="write OUT_DIR/{config.yaml,untrained.pth}: the model, untrained",
     )
-    untrained.add_argument("train_config")
+    untrained.add_argument(
+        "train_config",
+        help="the config.yaml of a trained model, or a packed zip (its config is "
+        "read once unpacked into OUT_DIR/ssl_model/)",
+    )
     untrained.add_argument("out_dir")
     untrained.add_argument("--seed", type=int, default=0)
     return parser

@@ -37,7 +37,8 @@
 #      the packed zip, or --pretrained_model, unpacked once into <asr exp>/ssl_model/;
 #      a fairseq .pt is converted once into ${expdir}/fairseq_<name>/) into
 #      ${expdir}/<asr_tag>; with --asr_baseline true also the same config from an
-#      untrained model of the same architecture into ${expdir}/<asr_tag>_scratch.
+#      untrained model of the same architecture into ${expdir}/<asr_tag>_scratch
+#      (--finetune_jobs 2 trains the two at once, each on half the CPU cores).
 #      With --phone_probe true also the phone recognition probe (SUPERB PR, S.-w. Yang
 #      et al., Interspeech 2021, arXiv:2105.01051): the phones of each set's phones.ctm
 #      as ${dumpdir}/raw/<set>/text_phn (espnet2.bin.ssl_phone_text), their token list,
@@ -107,6 +108,7 @@ asr_tag=""              # experiment name (default: asr_<last ssl tag>)
 pretrained_model=""     # fine-tune this packed .zip (.pth beside its config.yaml, fairseq .pt), not stage 6's
 asr_args=""             # extra options for espnet2.bin.asr_train
 asr_baseline=false      # also fine-tune the same ASR config from an untrained SSL model
+finetune_jobs=1         # fine-tunings trained at once (the model and its baseline); CPU: nproc/N threads each
 token_type=char         # ASR output units: char or bpe (sentencepiece)
 nbpe=100                # bpe: sentencepiece vocabulary size
 asr_model_name=valid.loss.best.pth  # ASR checkpoint decoded in stage 8
@@ -173,6 +175,9 @@ Options:
                           # (default="${pretrained_model}")
     --asr_args            # extra options for espnet2.bin.asr_train (default="${asr_args}")
     --asr_baseline        # also fine-tune from an untrained SSL model (default="${asr_baseline}")
+    --finetune_jobs       # stage 7: fine-tunings trained at once, e.g. 2: the model and its
+                          # --asr_baseline side by side; with --ngpu 0 each on nproc/N threads
+                          # (default="${finetune_jobs}")
     --token_type          # char or bpe (default="${token_type}")
     --nbpe                # bpe vocabulary size (default="${nbpe}")
     --asr_model_name      # ASR checkpoint decoded in stage 8 (default="${asr_model_name}")
@@ -197,6 +202,10 @@ case "${check_audio}" in
     full|header) ;;
     *) log "Error: --check_audio must be full or header, not '${check_audio}'"; exit 2 ;;
 esac
+if ! [[ "${finetune_jobs}" =~ ^[1-9][0-9]*$ ]]; then
+    log "Error: --finetune_jobs must be a positive integer, not '${finetune_jobs}'"
+    exit 2
+fi
 if [ "${num_nodes}" -gt 1 ] && [ -z "${cuda_cmd}" ]; then
     log "Error: --num_nodes ${num_nodes} needs --cuda_cmd, the cluster's job script (e.g. ESPnet's utils/slurm.pl)"
     exit 2
@@ -645,24 +654,67 @@ collect_asr_stats() {
         || { log "Error: collect-stats failed; see ${stats}/collect_stats.log"; exit 1; }
 }
 
-# finetune EXP MODEL CONFIG UNIT ARGS: asr_train of CONFIG (extra options ARGS) on UNIT
-# transcripts into EXP, the espnet_ssl frontend loading MODEL (a packed zip, or a .pth
-# next to its config.yaml)
-finetune() {
-    local exp=$1 model=$2 config=$3 unit=$4 args=$5
-    local stamp
-    stamp="config=${config} model=$(model_stamp "${model}") tokens=$(token_dir "${unit}")"
-    stamp+=" ngpu=${ngpu} args=${args}"
-    claim_exp "${exp}" "${stamp}"
-    run_stamped "${exp}/.done" "${stamp}" "${exp}" train_asr "$@"
+# finetune_stamp EXP MODEL CONFIG UNIT ARGS: the options a fine-tuning depends on
+finetune_stamp() {
+    local model=$2 config=$3 unit=$4 args=$5
+    echo "config=${config} model=$(model_stamp "${model}") tokens=$(token_dir "${unit}")" \
+        "ngpu=${ngpu} args=${args}"
 }
 
-# train_asr EXP MODEL CONFIG UNIT ARGS: the work of finetune
+# finetune_all CONFIG UNIT ARGS EXP MODEL [EXP MODEL ...]: asr_train of CONFIG (extra
+# options ARGS) on UNIT transcripts into each EXP, the espnet_ssl frontend loading its
+# MODEL (a packed zip, or a .pth next to its config.yaml). The train configs and the
+# collect-stats they share are written one at a time; then ${finetune_jobs} trainings
+# run at once (with --ngpu 0 each on nproc/${finetune_jobs} threads, OMP_NUM_THREADS)
+finetune_all() {
+    local config=$1 unit=$2 args=$3
+    shift 3
+    local exp stamp pending=()
+    while [ $# -gt 0 ]; do
+        exp=$1 stamp=$(finetune_stamp "$1" "$2" "${config}" "${unit}" "${args}")
+        claim_exp "${exp}" "${stamp}"
+        # the run_stamped call of train_in_background redoes EXP; set it up first
+        if ! is_done "${exp}/.done" "${stamp}"; then
+            python -m espnet2.bin.ssl_recipe_config set_frontend_model "${config}" "$2" \
+                "${exp}/train_config.yaml"
+            asr_stats "${exp}/train_config.yaml" "${unit}"
+        fi
+        pending+=("${exp}" "${stamp}")
+        shift 2
+    done
+    local threads="" pids=() exps=() failed=() i pid
+    if [ "${finetune_jobs}" -gt 1 ] && [ "${ngpu}" -eq 0 ]; then
+        threads=$(( $(nproc) / finetune_jobs > 0 ? $(nproc) / finetune_jobs : 1 ))
+    fi
+    for ((i = 0; i < ${#pending[@]}; i += 2)); do
+        if [ "${#pids[@]}" -ge "${finetune_jobs}" ]; then
+            wait "${pids[0]}" || failed+=("${exps[0]}")
+            pids=("${pids[@]:1}") exps=("${exps[@]:1}")
+        fi
+        train_in_background "${pending[i]}" "${pending[i + 1]}" "${unit}" "${args}" \
+            "${threads}" &
+        pids+=($!) exps+=("${pending[i]}")
+    done
+    for i in "${!pids[@]}"; do
+        wait "${pids[i]}" || failed+=("${exps[i]}")
+    done
+    if [ "${#failed[@]}" -gt 0 ]; then
+        log "Error: fine-tuning failed: ${failed[*]} (see train.log in each)"
+        exit 1
+    fi
+}
+
+# train_in_background EXP STAMP UNIT ARGS THREADS: the training of finetune_all, EXP set
+# up, once per STAMP; THREADS (if not empty) is its OMP_NUM_THREADS
+train_in_background() {
+    local exp=$1 stamp=$2 unit=$3 args=$4 threads=$5
+    [ -z "${threads}" ] || export OMP_NUM_THREADS="${threads}"
+    run_stamped "${exp}/.done" "${stamp}" "${exp}" train_asr "${exp}" "${unit}" "${args}"
+}
+
+# train_asr EXP UNIT ARGS: asr_train of EXP/train_config.yaml (set up by finetune_all)
 train_asr() {
-    local exp=$1 model=$2 config=$3 unit=$4 args=$5
-    python -m espnet2.bin.ssl_recipe_config set_frontend_model "${config}" "${model}" \
-        "${exp}/train_config.yaml"
-    asr_stats "${exp}/train_config.yaml" "${unit}"
+    local exp=$1 unit=$2 args=$3
     local stats data_opts
     stats=$(asr_stats_dir "${unit}")
     mapfile -t data_opts < <(asr_data_options "${unit}")
@@ -694,14 +746,16 @@ write_phone_text() {
 }
 
 # untrained_model: a model of the last SSL model's architecture with fresh weights (the
-# from-scratch baseline); prints its path
+# from-scratch baseline); prints its path. Read from the trained model's config.yaml,
+# or for a --pretrained_model zip from the zip itself (unpacked into the model's folder)
 untrained_model() {
     local dir config
     dir="${expdir}/$(final_tag)_untrained"
     config="${expdir}/$(final_tag)/config.yaml"
     if [ -n "${pretrained_model}" ]; then
         dir="${expdir}/${asr_tag}_untrained"
-        config=$(pretrained_config)
+        config=$(ssl_model)
+        [[ "${config}" == *.zip ]] || config="$(dirname "${config}")/config.yaml"
     fi
     run_stamped "${dir}/.done" "config=$(model_stamp "${config}")" "untrained model ${dir}" \
         python -m espnet2.bin.ssl_recipe_config untrained_model "${config}" "${dir}" --seed 0 >&2
@@ -715,15 +769,6 @@ ssl_model() {
         "") echo "${expdir}/$(final_tag)/$(final_tag).zip" ;;
         *.pt) echo "$(fairseq_dir "${pretrained_model}")/model.pth" ;;
         *) echo "${pretrained_model}" ;;
-    esac
-}
-
-# pretrained_config: the config.yaml of --pretrained_model (a zip: its copy that
-# stage 7 unpacked into <asr exp>/ssl_model/; a fairseq .pt: its converted one)
-pretrained_config() {
-    case "${pretrained_model}" in
-        *.zip) find "${expdir}/${asr_tag}/ssl_model" -name config.yaml | head -n 1 ;;
-        *) echo "$(dirname "$(ssl_model)")/config.yaml" ;;
     esac
 }
 
@@ -974,19 +1019,19 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
         exit 1
     fi
     make_token_list "${token_type}"
-    finetune "${expdir}/${asr_tag}" "${zip}" "${asr_config}" "${token_type}" "${asr_args}"
+    runs=("${expdir}/${asr_tag}" "${zip}")
     if "${asr_baseline}"; then
         log "Stage 7: the baseline: ${asr_config} from an untrained model into ${expdir}/${asr_tag}_scratch"
-        finetune "${expdir}/${asr_tag}_scratch" "$(untrained_model)" "${asr_config}" \
-            "${token_type}" "${asr_args}"
+        runs+=("${expdir}/${asr_tag}_scratch" "$(untrained_model)")
     fi
+    finetune_all "${asr_config}" "${token_type}" "${asr_args}" "${runs[@]}"
     if "${phone_probe}"; then
         log "Stage 7: the phone probe: ${probe_config} on the frozen ${zip} into $(probe_exp)"
         for dset in $(unique_words "${labeled_set} ${valid_set} ${test_sets}"); do
             phone_text "${dset}"
         done
         make_token_list phn
-        finetune "$(probe_exp)" "${zip}" "${probe_config}" phn "${probe_args}"
+        finetune_all "${probe_config}" phn "${probe_args}" "$(probe_exp)" "${zip}"
     fi
 fi
 

@@ -9,6 +9,7 @@ labeled_set=train_labeled       # labeled subset of train for fine-tuning
 valid_set=dev                   # held-out voices and sentences
 test_sets="dev test"            # sets scored after fine-tuning
 ssl_config=conf/train_ssl_hubert_tiny.yaml  # or conf/train_ssl_wav2vec2_tiny.yaml (links into conf/tuning/)
+phone_probe=false               # true: also the SUPERB phone probe and its PER (about 1.5 min)
 
 ./ssl.sh \
     --train_set "${train_set}" \
@@ -23,7 +24,8 @@ ssl_config=conf/train_ssl_hubert_tiny.yaml  # or conf/train_ssl_wav2vec2_tiny.ya
     --kmeans_fraction 1.0 \
     --asr_config conf/train_asr_ctc_tiny.yaml \
     --asr_baseline true \
-    --phone_probe true \
+    --finetune_jobs 2 \
+    --phone_probe "${phone_probe}" \
     --probe_config conf/train_asr_phone_probe_tiny.yaml \
     --inference_nj 2 \
     "$@"

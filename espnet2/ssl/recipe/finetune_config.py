@@ -131,7 +131,10 @@ def write_untrained_model(train_config: PathLike, out_dir: PathLike, seed: int) 
     """Build the model of a trained SSL config with fresh weights and save it.
 
     Args:
-        train_config: The ``config.yaml`` ``espnet2.bin.ssl_train`` wrote.
+        train_config: The ``config.yaml`` ``espnet2.bin.ssl_train`` wrote, or a
+            packed zip, whose config is read once unpacked into
+            ``out_dir/ssl_model/`` (so that the baseline does not wait for the
+            fine-tuning of the same zip to unpack it).
         out_dir: Receives ``config.yaml`` (a copy) and ``untrained.pth``.
         seed: Seed of the initialisation (the same seed gives the same weights).
 
@@ -140,6 +143,13 @@ def write_untrained_model(train_config: PathLike, out_dir: PathLike, seed: int) 
     """
     from espnet2.tasks.ssl import SSLTask
 
+    if str(train_config).endswith(".zip"):
+        if not Path(train_config).is_file():
+            raise RecipeConfigError(
+                f"{train_config}: no such SSL model; run the recipe's stage 6 (pack)"
+            )
+        model_file = _unpack_ssl_zip(train_config, Path(out_dir) / UNPACKED_DIR)
+        train_config = model_file.parent / "config.yaml"
     config = load_config(train_config)
     torch.manual_seed(seed)
     model = SSLTask.build_model(argparse.Namespace(**config))

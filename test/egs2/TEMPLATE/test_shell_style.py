@@ -81,10 +81,13 @@ def test_ssl_sh_writes_its_done_stamps_only_in_run_stamped():
 
 def test_ssl_sh_checks_its_done_stamps_only_in_run_stamped():
     # decode_jobs lists the decodings that the run_stamped calls of decode_all redo,
-    # with the same stamps, so that one process decodes them all beforehand
+    # with the same stamps, so that one process decodes them all beforehand;
+    # finetune_all sets up, one at a time, the fine-tunings that the run_stamped calls
+    # of train_in_background then redo at once, with the same stamps
+    skipped = ("run_stamped", "is_done", "decode_jobs", "finetune_all")
     checks = [
         line.strip()
-        for line in ssl_sh_without("run_stamped", "is_done", "decode_jobs").splitlines()
+        for line in ssl_sh_without(*skipped).splitlines()
         if re.search(r"\bis_done\b|\[ -f \S*done", line)
     ]
     assert not checks, (

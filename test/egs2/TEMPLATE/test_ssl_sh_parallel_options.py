@@ -1,5 +1,6 @@
 """egs2/TEMPLATE/ssl2/ssl.sh: --nj and --check_audio reach stage 1's validation,
---ngpu reaches the model feature dumps, and --deterministic reaches every training.
+--ngpu reaches the model feature dumps, --deterministic reaches every training, and
+--finetune_jobs trains that many fine-tunings at once.
 
 As in test_ssl_sh_fairseq.py, the script's own functions and stage blocks are cut
 out of ssl.sh and run by bash; the Python tools they start are replaced by a stub
@@ -19,7 +20,8 @@ SSL_SH = REPO_ROOT / "egs2/TEMPLATE/ssl2/ssl.sh"
 FUNCTIONS = ("is_done", "run_stamped", "model_stamp", "make_targets",
              "dump_targets", "label_quality", "claim_exp", "dist_options",
              "cudnn_options", "pretrain", "ssl_stats_dir", "train_ssl",
-             "collect_ssl_stats", "finetune", "train_asr", "token_dir",
+             "collect_ssl_stats", "finetune_stamp", "finetune_all",
+             "train_in_background", "train_asr", "token_dir",
              "asr_token_options", "asr_data_options", "asr_stats_dir", "unit_text",
              "unique_words", "prepare_data")  # fmt: skip
 STUBS = """
@@ -32,7 +34,7 @@ local/data.sh() { :; }
 SETTINGS = """
 set -euo pipefail
 expdir=exp dumpdir=dump train_set=train valid_set=valid nj=3 fs=16000 ngpu=0
-num_nodes=1 deterministic=false check_audio=full local_data_opts=""
+num_nodes=1 deterministic=false check_audio=full local_data_opts="" finetune_jobs=1
 labeled_set="" test_sets="" ssl_config=conf/hubert.yaml ssl_args="" nbpe=100
 kmeans_fraction=0.1 kmeans_max_frames=1000 kmeans_seed=0 keep_target_feats=true
 """
@@ -104,7 +106,7 @@ def test_deterministic_reaches_pretraining_and_fine_tuning(recipe, deterministic
     body = (
         f"deterministic={deterministic}\n"
         "pretrain exp/ssl '' ''\n"
-        "labeled_set=train; finetune exp/asr model.zip conf/asr.yaml char ''\n"
+        "labeled_set=train; finetune_all conf/asr.yaml char '' exp/asr model.zip\n"
     )
     calls = run_pieces(recipe, body)
     trainings = [c for c in calls.splitlines() if c.startswith("train_or_fail")]
@@ -123,11 +125,84 @@ def test_deterministic_is_not_part_of_the_experiment_stamp(recipe):
     assert "deterministic" not in stamp and "cudnn" not in stamp
 
 
+# a training that takes a moment and records when it ran, and with how many threads
+TIMED_TRAINING = """
+train_or_fail() {
+    echo "start $2 threads=${OMP_NUM_THREADS:-unset}" >> calls.txt
+    sleep 1
+    [ "$2" != exp/bad ] || exit 1
+    echo "end $2" >> calls.txt
+}
+"""
+TWO_RUNS = (
+    "labeled_set=train\nfinetune_all conf/asr.yaml char '' exp/a a.zip exp/b b.pth\n"
+)
+
+
+def events(calls: str):
+    return [c for c in calls.splitlines() if c.startswith(("start", "end"))]
+
+
+@pytest.mark.parametrize(
+    "jobs, ngpu, order",
+    [
+        (2, 0, ["start exp/", "start exp/", "end", "end"]),
+        (1, 0, ["start exp/a", "end exp/a", "start exp/b", "end exp/b"]),
+        (2, 1, ["start exp/", "start exp/", "end", "end"]),
+    ],
+)
+def test_finetune_jobs_trains_that_many_at_once(recipe, jobs, ngpu, order):
+    body = f"finetune_jobs={jobs} ngpu={ngpu}\n{TIMED_TRAINING}{TWO_RUNS}"
+    calls = run_pieces(recipe, body)
+    seen = events(calls)
+    assert len(seen) == 4
+    assert all(line.startswith(prefix) for line, prefix in zip(seen, order)), seen
+    # both set up (config written) before either trains
+    setups = [c for c in calls.splitlines() if "set_frontend_model" in c]
+    assert [c.split()[-1] for c in setups] == [
+        "exp/a/train_config.yaml",
+        "exp/b/train_config.yaml",
+    ]
+    threads = {line.split()[-1] for line in seen if line.startswith("start")}
+    if jobs == 2 and ngpu == 0:  # the cores shared out; on GPUs left to torch
+        expected = max(1, (os.cpu_count() or 1) // 2)
+        assert threads == {f"threads={expected}"}
+    else:
+        assert threads == {"threads=unset"}
+    assert (recipe / "exp/a/.done").is_file() and (recipe / "exp/b/.done").is_file()
+
+
+def test_a_failed_fine_tuning_stops_the_stage_after_the_others_finish(recipe):
+    body = "finetune_jobs=2\n" + TIMED_TRAINING + TWO_RUNS.replace("exp/b", "exp/bad")
+    script = SSL_SH.read_text()
+    functions = "".join(shell_function(script, name) for name in FUNCTIONS)
+    result = subprocess.run(
+        ["bash", "-c", SETTINGS + functions + STUBS + body],
+        cwd=recipe,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "fine-tuning failed: exp/bad" in result.stderr
+    assert "end exp/a" in (recipe / "calls.txt").read_text()
+    assert (recipe / "exp/a/.done").is_file()  # the finished one is kept
+    assert not (recipe / "exp/bad/.done").exists()
+
+
+def test_finished_fine_tunings_are_not_set_up_again(recipe):
+    body = f"finetune_jobs=2\n{TIMED_TRAINING}{TWO_RUNS}"
+    run_pieces(recipe, body)
+    (recipe / "calls.txt").unlink()
+    assert run_pieces(recipe, body) == ""  # no config written, nothing trained
+
+
 @pytest.mark.parametrize(
     "option, message",
     [
         (["--deterministic", "yes"], "option --deterministic takes true or false"),
         (["--check_audio", "partial"], "--check_audio must be full or header"),
+        (["--finetune_jobs", "0"], "--finetune_jobs must be a positive integer"),
     ],
 )
 def test_bad_option_values_stop_before_any_stage(tmp_path, option, message):
@@ -149,5 +224,11 @@ def test_bad_option_values_stop_before_any_stage(tmp_path, option, message):
 def test_help_documents_the_new_options():
     text = SSL_SH.read_text()
     help_text = text[text.index("help_message=") : text.index("EOM\n)")]
-    for option in ("--deterministic", "--check_audio", "--nj", "--ngpu"):
+    for option in (
+        "--deterministic",
+        "--check_audio",
+        "--nj",
+        "--ngpu",
+        "--finetune_jobs",
+    ):
         assert option in help_text, option

@@ -4,11 +4,12 @@ The copy keeps the recipe's links to egs2/TEMPLATE and links tools/ and espnet2/
 checkout, so run.sh and path.sh run exactly as in the repository while data/, dump/ and
 exp/ land in a temporary folder. Sizes are the smallest that run every stage: a
 36-second corpus, k=8, one epoch per model (pretraining and fine-tuning), two for the
-phone probe that run.sh adds (--phone_probe true).
+phone probe (run.sh's --phone_probe, turned on here).
 """
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import zipfile
@@ -89,11 +90,11 @@ HUBERT = (
     "--stage", "2", "--stop_stage", "9", "--local_data_opts", TINY,
     "--n_clusters", "8", "--next_n_clusters", "8", "--ssl_iterations", "2",
     "--ssl_args", "--max_epoch 1", "--asr_args", "--max_epoch 1",
-    "--probe_args", "--max_epoch 2",
+    "--probe_args", "--max_epoch 2", "--phone_probe", "true",
 )  # fmt: skip
 HUBERT_EXP = "exp/ssl_hubert_tiny"
 ASR_EXP = "exp/asr_ssl_hubert_tiny_iter2"
-PROBE_EXP = f"{ASR_EXP}_phones"  # run.sh's --phone_probe true
+PROBE_EXP = f"{ASR_EXP}_phones"  # --phone_probe true
 
 
 @pytest.fixture(scope="module")
@@ -250,6 +251,14 @@ def packed_state(zip_path: Path) -> dict:
             return torch.load(f, map_location="cpu")
 
 
+def log_span(path: Path):
+    """The first and last time stamps of an ESPnet training log."""
+    stamps = re.findall(
+        r"^\[\S+\] (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+)", path.read_text(), re.M
+    )
+    return stamps[0], stamps[-1]
+
+
 def test_stage_7_fine_tunes_the_packed_model_and_the_scratch_baseline(
     recipe, hubert_run
 ):
@@ -281,6 +290,11 @@ def test_stage_7_fine_tunes_the_packed_model_and_the_scratch_baseline(
                  if k.startswith("frontend.")}  # fmt: skip
         assert tuned.keys() == start.keys() and len(tuned) > 3
         assert all(torch.equal(tuned[k], start[k]) for k in tuned)
+    # run.sh's --finetune_jobs 2: the two trainings ran at once
+    spans = [
+        log_span(recipe / exp / "train.log") for exp in (ASR_EXP, f"{ASR_EXP}_scratch")
+    ]
+    assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1], spans
     pretrained_cnn = cnn_weights(torch.load(recipe / ASR_EXP / "valid.loss.best.pth"))
     scratch = torch.load(recipe / f"{ASR_EXP}_scratch" / "valid.loss.best.pth")
     key = next(iter(pretrained_cnn))
@@ -353,7 +367,8 @@ def test_stage_8_scores_the_phone_probe_by_per(recipe, hubert_run):
 
 
 def test_the_phone_probe_without_phones_ctm_stops_before_the_pretraining(recipe):
-    result = run(recipe, "--stage", "3", "--dumpdir", "dump_without_phones")
+    probe = ("--phone_probe", "true")  # run.sh's default is false
+    result = run(recipe, "--stage", "3", "--dumpdir", "dump_without_phones", *probe)
     assert result.returncode == 1
     assert "needs dump_without_phones/raw/train_labeled/phones.ctm" in result.stderr
     assert "or run with --phone_probe false" in result.stderr
@@ -381,6 +396,7 @@ def test_a_finished_recipe_does_no_work_when_run_again(recipe, hubert_run):
     again = run(recipe, *HUBERT)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stderr.count("already done with the same options") >= 26
+    assert "in one process" not in again.stderr  # ssl_decode's "decoding N set(s)"
     for tool in ("ssl_train", "ssl_kmeans", "asr_train", "asr_inference"):
         assert (
             f"{tool}:" not in again.stderr and f"{tool} arguments" not in again.stderr
@@ -509,7 +525,10 @@ def test_a_zoo_unpacked_model_fine_tunes_with_sentencepiece_tokens(
         (("--asr_config", ""), "--asr_config is required for stages 7-8"),
         (("--token_type", "word"), "--token_type must be char or bpe"),
         (("--num_nodes", "2"), "needs --cuda_cmd"),
-        (("--probe_config", ""), "--phone_probe true needs --probe_config"),
+        (
+            ("--probe_config", "", "--phone_probe", "true"),
+            "--phone_probe true needs --probe_config",
+        ),
     ],
 )
 def test_bad_fine_tuning_options_stop_with_exit_code_2(recipe, options, message):

@@ -143,6 +143,22 @@ def test_a_zip_is_unpacked_once_and_the_frontend_reads_the_unpacked_model(
     assert_upstream_equals(frontend(path), state(second))
 
 
+def test_the_untrained_model_of_a_zip_is_that_of_its_config(train_config, tmp_path):
+    # the --asr_baseline of --pretrained_model x.zip: built from the zip's own config,
+    # before (or while) the fine-tuning of the zip unpacks it elsewhere
+    zip_path = tmp_path / "model.zip"
+    trained = write_untrained_model(train_config, tmp_path / "trained", seed=5)
+    pack(tmp_path / "trained/config.yaml", trained, zip_path)
+    from_zip = write_untrained_model(zip_path, tmp_path / "u", seed=0)
+    from_config = write_untrained_model(train_config, tmp_path / "c", seed=0)
+    a, b = state(from_zip), state(from_config)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "u" / UNPACKED_DIR).is_dir()
+    assert_upstream_equals(frontend(str(from_zip)), a)
+    with pytest.raises(RecipeConfigError, match="stage 6"):
+        write_untrained_model(tmp_path / "no.zip", tmp_path / "n", seed=0)
+
+
 def test_a_zip_that_is_not_a_packed_ssl_model_is_refused(tmp_path):
     import zipfile
 
