@@ -23,12 +23,16 @@ References:
     frames at 50 Hz).
 """
 
+from __future__ import annotations  # torch only in annotations: not imported
+
 import math
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Tuple, Union
 
-import torch
 import yaml
+
+if TYPE_CHECKING:  # the text tools (scoring, labels) need not pay torch's import
+    import torch
 
 Hz = float
 PathLike = Union[str, Path]

@@ -661,40 +661,44 @@ finetune_stamp() {
         "ngpu=${ngpu} args=${args}"
 }
 
-# finetune_all CONFIG UNIT ARGS EXP MODEL [EXP MODEL ...]: asr_train of CONFIG (extra
-# options ARGS) on UNIT transcripts into each EXP, the espnet_ssl frontend loading its
-# MODEL (a packed zip, or a .pth next to its config.yaml). The train configs and the
-# collect-stats they share are written one at a time; then ${finetune_jobs} trainings
-# run at once (with --ngpu 0 each on nproc/${finetune_jobs} threads, OMP_NUM_THREADS)
-finetune_all() {
-    local config=$1 unit=$2 args=$3
-    shift 3
-    local exp stamp pending=()
-    while [ $# -gt 0 ]; do
-        exp=$1 stamp=$(finetune_stamp "$1" "$2" "${config}" "${unit}" "${args}")
-        claim_exp "${exp}" "${stamp}"
-        # the run_stamped call of train_in_background redoes EXP; set it up first
-        if ! is_done "${exp}/.done" "${stamp}"; then
-            python -m espnet2.bin.ssl_recipe_config set_frontend_model "${config}" "$2" \
-                "${exp}/train_config.yaml"
-            asr_stats "${exp}/train_config.yaml" "${unit}"
-        fi
-        pending+=("${exp}" "${stamp}")
-        shift 2
-    done
-    local threads="" pids=() exps=() failed=() i pid
+finetune_queue=()  # EXP STAMP UNIT ARGS of each fine-tuning set up and not yet trained
+
+# finetune_setup CONFIG UNIT ARGS EXP MODEL: the set-up of asr_train of CONFIG (extra
+# options ARGS) on UNIT transcripts into EXP, the espnet_ssl frontend loading MODEL (a
+# packed zip, or a .pth next to its config.yaml): EXP's train config and the
+# collect-stats of UNIT (shared by all its fine-tunings); EXP is then queued for
+# finetune_run
+finetune_setup() {
+    local config=$1 unit=$2 args=$3 exp=$4 model=$5
+    local stamp
+    stamp=$(finetune_stamp "${exp}" "${model}" "${config}" "${unit}" "${args}")
+    claim_exp "${exp}" "${stamp}"
+    # the run_stamped call of train_in_background redoes EXP; set it up first
+    if ! is_done "${exp}/.done" "${stamp}"; then
+        python -m espnet2.bin.ssl_recipe_config set_frontend_model "${config}" "${model}" \
+            "${exp}/train_config.yaml"
+        asr_stats "${exp}/train_config.yaml" "${unit}"
+    fi
+    finetune_queue+=("${exp}" "${stamp}" "${unit}" "${args}")
+}
+
+# finetune_run: the trainings of the queued fine-tunings, ${finetune_jobs} at a time
+# (with --ngpu 0 each on nproc/${finetune_jobs} threads, OMP_NUM_THREADS); a failed one
+# stops the script once the others have finished
+finetune_run() {
+    local threads="" pids=() exps=() failed=() i
     if [ "${finetune_jobs}" -gt 1 ] && [ "${ngpu}" -eq 0 ]; then
         threads=$(( $(nproc) / finetune_jobs > 0 ? $(nproc) / finetune_jobs : 1 ))
     fi
-    for ((i = 0; i < ${#pending[@]}; i += 2)); do
+    for ((i = 0; i < ${#finetune_queue[@]}; i += 4)); do
         if [ "${#pids[@]}" -ge "${finetune_jobs}" ]; then
             wait "${pids[0]}" || failed+=("${exps[0]}")
             pids=("${pids[@]:1}") exps=("${exps[@]:1}")
         fi
-        train_in_background "${pending[i]}" "${pending[i + 1]}" "${unit}" "${args}" \
-            "${threads}" &
-        pids+=($!) exps+=("${pending[i]}")
+        train_in_background "${finetune_queue[@]:i:4}" "${threads}" &
+        pids+=($!) exps+=("${finetune_queue[i]}")
     done
+    finetune_queue=()
     for i in "${!pids[@]}"; do
         wait "${pids[i]}" || failed+=("${exps[i]}")
     done
@@ -702,6 +706,18 @@ finetune_all() {
         log "Error: fine-tuning failed: ${failed[*]} (see train.log in each)"
         exit 1
     fi
+}
+
+# finetune_all CONFIG UNIT ARGS EXP MODEL [EXP MODEL ...]: finetune_setup of each EXP
+# from its MODEL, then finetune_run
+finetune_all() {
+    local config=$1 unit=$2 args=$3
+    shift 3
+    while [ $# -gt 0 ]; do
+        finetune_setup "${config}" "${unit}" "${args}" "$1" "$2"
+        shift 2
+    done
+    finetune_run
 }
 
 # train_in_background EXP STAMP UNIT ARGS THREADS: the training of finetune_all, EXP set
@@ -745,21 +761,29 @@ write_phone_text() {
         || { log "Error: no phone transcripts for ${dir} (see above)"; exit 1; }
 }
 
-# untrained_model: a model of the last SSL model's architecture with fresh weights (the
-# from-scratch baseline); prints its path. Read from the trained model's config.yaml,
-# or for a --pretrained_model zip from the zip itself (unpacked into the model's folder)
-untrained_model() {
+# untrained_dir: the folder of the from-scratch baseline's untrained model
+untrained_dir() {
+    if [ -n "${pretrained_model}" ]; then
+        echo "${expdir}/${asr_tag}_untrained"
+    else
+        echo "${expdir}/$(final_tag)_untrained"
+    fi
+}
+
+# make_untrained_model: $(untrained_dir)/untrained.pth, a model of the last SSL model's
+# architecture with fresh weights (the from-scratch baseline). Read from the trained
+# model's config.yaml, or for a --pretrained_model zip from the zip itself (unpacked
+# into that folder)
+make_untrained_model() {
     local dir config
-    dir="${expdir}/$(final_tag)_untrained"
+    dir=$(untrained_dir)
     config="${expdir}/$(final_tag)/config.yaml"
     if [ -n "${pretrained_model}" ]; then
-        dir="${expdir}/${asr_tag}_untrained"
         config=$(ssl_model)
         [[ "${config}" == *.zip ]] || config="$(dirname "${config}")/config.yaml"
     fi
     run_stamped "${dir}/.done" "config=$(model_stamp "${config}")" "untrained model ${dir}" \
-        python -m espnet2.bin.ssl_recipe_config untrained_model "${config}" "${dir}" --seed 0 >&2
-    echo "${dir}/untrained.pth"
+        python -m espnet2.bin.ssl_recipe_config untrained_model "${config}" "${dir}" --seed 0
 }
 
 # ssl_model: the SSL model stage 7 fine-tunes (--pretrained_model, a fairseq .pt as
@@ -1018,13 +1042,20 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
         fi
         exit 1
     fi
-    make_token_list "${token_type}"
-    runs=("${expdir}/${asr_tag}" "${zip}")
+    untrained_pid=""
     if "${asr_baseline}"; then
         log "Stage 7: the baseline: ${asr_config} from an untrained model into ${expdir}/${asr_tag}_scratch"
-        runs+=("${expdir}/${asr_tag}_scratch" "$(untrained_model)")
+        # built while the token list and the statistics are made (one process each)
+        make_untrained_model & untrained_pid=$!
     fi
-    finetune_all "${asr_config}" "${token_type}" "${asr_args}" "${runs[@]}"
+    make_token_list "${token_type}"
+    finetune_setup "${asr_config}" "${token_type}" "${asr_args}" "${expdir}/${asr_tag}" "${zip}"
+    if "${asr_baseline}"; then
+        wait "${untrained_pid}" || { log "Error: no untrained model (see above)"; exit 1; }
+        finetune_setup "${asr_config}" "${token_type}" "${asr_args}" \
+            "${expdir}/${asr_tag}_scratch" "$(untrained_dir)/untrained.pth"
+    fi
+    finetune_run
     if "${phone_probe}"; then
         log "Stage 7: the phone probe: ${probe_config} on the frozen ${zip} into $(probe_exp)"
         for dset in $(unique_words "${labeled_set} ${valid_set} ${test_sets}"); do

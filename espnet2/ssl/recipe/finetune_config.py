@@ -26,16 +26,12 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict, Union
 
-import torch
 import yaml
 
-from espnet2.ssl.model_files import (
-    ModelFileError,
-    WeightsOnlyError,
-    load_weights_only,
-    unpack_model,
-)
 from espnet2.ssl.recipe.pretrain_config import RecipeConfigError, load_config
+
+# torch and espnet2.ssl.model_files (which imports torch) are imported where a model
+# is read or written: setting the path of a .pth in a config needs neither
 
 PathLike = Union[str, Path]
 UNTRAINED_MODEL = "untrained.pth"
@@ -62,6 +58,8 @@ def _unpack_ssl_zip(zip_path: PathLike, out_dir: PathLike) -> Path:
     ``out_dir`` is replaced. Returns the unpacked model file, next to its
     ``config.yaml`` (what ``espnet_ssl``'s ``path_or_url`` loads without the zoo).
     """
+    from espnet2.ssl.model_files import ModelFileError, unpack_model
+
     out_dir = Path(out_dir)
     shutil.rmtree(out_dir, ignore_errors=True)
     try:
@@ -82,6 +80,10 @@ def check_weights_only(model_file: PathLike) -> None:
     run code while it is read, and a file holding anything else is refused here,
     naming it, before training starts.
     """
+    import torch
+
+    from espnet2.ssl.model_files import WeightsOnlyError, load_weights_only
+
     try:
         state = load_weights_only(model_file)
     except WeightsOnlyError as err:
@@ -141,6 +143,8 @@ def write_untrained_model(train_config: PathLike, out_dir: PathLike, seed: int) 
     Returns:
         The path of ``untrained.pth``, loadable by the espnet_ssl frontend.
     """
+    import torch
+
     from espnet2.tasks.ssl import SSLTask
 
     if str(train_config).endswith(".zip"):

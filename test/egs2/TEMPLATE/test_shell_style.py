@@ -82,9 +82,9 @@ def test_ssl_sh_writes_its_done_stamps_only_in_run_stamped():
 def test_ssl_sh_checks_its_done_stamps_only_in_run_stamped():
     # decode_jobs lists the decodings that the run_stamped calls of decode_all redo,
     # with the same stamps, so that one process decodes them all beforehand;
-    # finetune_all sets up, one at a time, the fine-tunings that the run_stamped calls
-    # of train_in_background then redo at once, with the same stamps
-    skipped = ("run_stamped", "is_done", "decode_jobs", "finetune_all")
+    # finetune_setup sets up, one at a time, the fine-tunings that the run_stamped
+    # calls of train_in_background then redo at once, with the same stamps
+    skipped = ("run_stamped", "is_done", "decode_jobs", "finetune_setup")
     checks = [
         line.strip()
         for line in ssl_sh_without(*skipped).splitlines()

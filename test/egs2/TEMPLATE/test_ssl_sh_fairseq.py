@@ -4,7 +4,7 @@ exp/fairseq_<name>/ with a .done stamp holding its SHA-256.
 
 A whole stage would train or dump features for minutes, so the script's own text is
 run in pieces: its helper functions (``fairseq_dir``, ``import_fairseq``,
-``make_targets``, ``ssl_model``, ``untrained_model``, ...) and its stage 3 and 7
+``make_targets``, ``ssl_model``, ``make_untrained_model``, ...) and its stage 3 and 7
 blocks, cut out of ssl.sh and run by bash with the real converter
 (``python -m espnet2.bin.ssl_fairseq_import``); the feature dumps, k-means and
 fine-tuning they start are replaced by stubs that record their command lines.
@@ -29,7 +29,7 @@ SSL_SH = REPO_ROOT / "egs2/TEMPLATE/ssl2/ssl.sh"
 FUNCTIONS = ("is_done", "run_stamped", "model_stamp", "fairseq_dir",
              "import_fairseq", "convert_fairseq", "make_targets", "dump_targets",
              "label_quality", "first_targets_tag", "final_tag", "ssl_model",
-             "untrained_model")  # fmt: skip
+             "untrained_dir", "make_untrained_model")  # fmt: skip
 # the commands stages 3 and 7 start besides the converter, recorded in calls.txt
 STUBS = """
 log() { echo "$*" >&2; }  # ssl.sh's reads BASH_SOURCE[1], unset at the top level
@@ -38,7 +38,8 @@ python() {
     echo "python $*" >> calls.txt
 }
 make_token_list() { echo "make_token_list $*" >> calls.txt; }
-finetune_all() { echo "finetune_all $*" >> calls.txt; }
+finetune_setup() { echo "finetune_setup $*" >> calls.txt; }
+finetune_run() { echo "finetune_run" >> calls.txt; }
 """
 SETTINGS = """
 set -euo pipefail
@@ -121,10 +122,13 @@ def test_stage_7_fine_tunes_the_converted_model_and_its_baseline(converted):
     assert result.returncode == 0, result.stderr
     calls = (root / "calls.txt").read_text()
     assert "untrained_model exp/fairseq_hubert/config.yaml exp/asr_x_untrained" in calls
-    assert (
-        "finetune_all conf/asr.yaml char  exp/asr_x exp/fairseq_hubert/model.pth"
-        " exp/asr_x_scratch exp/asr_x_untrained/untrained.pth" in calls
-    )
+    setups = [c for c in calls.splitlines() if c.startswith("finetune_setup")]
+    assert setups == [
+        "finetune_setup conf/asr.yaml char  exp/asr_x exp/fairseq_hubert/model.pth",
+        "finetune_setup conf/asr.yaml char  exp/asr_x_scratch"
+        " exp/asr_x_untrained/untrained.pth",
+    ]
+    assert calls.splitlines()[-1] == "finetune_run"  # both trained after both set up
 
 
 def test_the_baseline_of_a_pretrained_zip_reads_the_zip(tmp_path):
@@ -135,7 +139,7 @@ def test_the_baseline_of_a_pretrained_zip_reads_the_zip(tmp_path):
     assert result.returncode == 0, result.stderr
     calls = (tmp_path / "calls.txt").read_text()
     assert "untrained_model model.zip exp/asr_x_untrained --seed 0" in calls
-    assert "exp/asr_x model.zip exp/asr_x_scratch exp/asr_x_untrained/" in calls
+    assert "finetune_setup conf/asr.yaml char  exp/asr_x model.zip" in calls
 
 
 def test_stage_3_dumps_ssl_targets_with_the_converted_model(converted):

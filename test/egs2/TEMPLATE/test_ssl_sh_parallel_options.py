@@ -20,7 +20,8 @@ SSL_SH = REPO_ROOT / "egs2/TEMPLATE/ssl2/ssl.sh"
 FUNCTIONS = ("is_done", "run_stamped", "model_stamp", "make_targets",
              "dump_targets", "label_quality", "claim_exp", "dist_options",
              "cudnn_options", "pretrain", "ssl_stats_dir", "train_ssl",
-             "collect_ssl_stats", "finetune_stamp", "finetune_all",
+             "collect_ssl_stats", "finetune_stamp", "finetune_setup",
+             "finetune_run", "finetune_all",
              "train_in_background", "train_asr", "token_dir",
              "asr_token_options", "asr_data_options", "asr_stats_dir", "unit_text",
              "unique_words", "prepare_data")  # fmt: skip
@@ -35,6 +36,7 @@ SETTINGS = """
 set -euo pipefail
 expdir=exp dumpdir=dump train_set=train valid_set=valid nj=3 fs=16000 ngpu=0
 num_nodes=1 deterministic=false check_audio=full local_data_opts="" finetune_jobs=1
+finetune_queue=()
 labeled_set="" test_sets="" ssl_config=conf/hubert.yaml ssl_args="" nbpe=100
 kmeans_fraction=0.1 kmeans_max_frames=1000 kmeans_seed=0 keep_target_feats=true
 """
