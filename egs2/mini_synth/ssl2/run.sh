@@ -10,6 +10,7 @@ valid_set=dev                   # held-out voices and sentences
 test_sets="dev test"            # sets scored after fine-tuning
 ssl_config=conf/train_ssl_hubert_tiny.yaml  # or conf/train_ssl_wav2vec2_tiny.yaml (links into conf/tuning/)
 phone_probe=false               # true: also the SUPERB phone probe and its PER (about 1.5 min)
+nj=$(nproc)                     # processes of the data checks, feature dumps and decoding
 
 ./ssl.sh \
     --train_set "${train_set}" \
@@ -27,5 +28,6 @@ phone_probe=false               # true: also the SUPERB phone probe and its PER 
     --finetune_jobs 2 \
     --phone_probe "${phone_probe}" \
     --probe_config conf/train_asr_phone_probe_tiny.yaml \
-    --inference_nj 2 \
+    --nj "${nj}" \
+    --inference_nj "${nj}" \
     "$@"

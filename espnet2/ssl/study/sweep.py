@@ -6,7 +6,7 @@ A sweep is a YAML file (``egs2/<corpus>/ssl2/conf/sweeps/*.yaml``)::
     metric: cer                    # of result.json: cer or wer
     args: [--ssl_config, conf/tuning/train_ssl_wav2vec2_tiny.yaml]  # run.sh, every run
     ssl_args: --max_seen_hours 1   # espnet2.bin.ssl_train, every run
-    asr_args: --max_epoch 15       # espnet2.bin.asr_train, every run
+    asr_args: --max_epoch 15 --num_iters_per_epoch none  # asr_train, every run
     baseline: false                # true: also fine-tune each run's architecture
                                    # from scratch (<asr_tag>_scratch, columns
                                    # scratch_<metric>_<set>)

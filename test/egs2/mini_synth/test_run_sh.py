@@ -85,11 +85,14 @@ def test_stage_1_is_skipped_when_run_again_with_the_same_options(recipe, first_r
     assert wav_scp.stat().st_mtime_ns == before
 
 
+# one pass over the labeled set: conf/tuning/train_asr_ctc_tiny.yaml validates every 80
+# updates (num_iters_per_epoch), "none" restores one epoch per pass
+ONE_PASS = "--max_epoch 1 --num_iters_per_epoch none"
 # stages 2-9 of HuBERT, two iterations, at the smallest sizes
 HUBERT = (
     "--stage", "2", "--stop_stage", "9", "--local_data_opts", TINY,
     "--n_clusters", "8", "--next_n_clusters", "8", "--ssl_iterations", "2",
-    "--ssl_args", "--max_epoch 1", "--asr_args", "--max_epoch 1",
+    "--ssl_args", "--max_epoch 1", "--asr_args", ONE_PASS,
     "--probe_args", "--max_epoch 2", "--phone_probe", "true",
 )  # fmt: skip
 HUBERT_EXP = "exp/ssl_hubert_tiny"
@@ -442,7 +445,7 @@ def pretrain_summary_mixing(recipe: Path, objective: str, stop_stage: str) -> Pa
         "--stage", "4", "--stop_stage", stop_stage, "--local_data_opts", TINY,
         "--ssl_config", f"conf/tuning/train_{tag}.yaml", "--n_clusters", "8",
         "--ssl_iterations", "1", "--asr_baseline", "false", "--phone_probe", "false",
-        "--ssl_args", "--max_epoch 1", "--asr_args", "--max_epoch 1",
+        "--ssl_args", "--max_epoch 1", "--asr_args", ONE_PASS,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     exp = recipe / "exp" / tag
