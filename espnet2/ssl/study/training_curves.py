@@ -15,7 +15,7 @@ from typing import Dict, List, Sequence, Union
 
 import torch
 
-from espnet2.ssl.train.trainer import SEEN_AUDIO_LOG
+from espnet2.ssl.train.seen_audio import SEEN_AUDIO_LOG
 
 PathLike = Union[str, Path]
 # timing statistics, not training curves

@@ -22,6 +22,8 @@ import torch
 import torch.distributed as dist
 
 COUNTERS = ("seen_samples", "pending_samples", "last_update_samples")
+# the trainer's log of hours seen and updates after each epoch, one JSON a line
+SEEN_AUDIO_LOG = "seen_audio.jsonl"
 
 
 def global_sum(value: torch.Tensor) -> torch.Tensor:

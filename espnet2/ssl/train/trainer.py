@@ -53,6 +53,7 @@ from espnet2.ssl.train.checkpoint import (
     world,
 )
 from espnet2.ssl.train.grad_sync import NoSyncAccumulation, accumulates_without_sync
+from espnet2.ssl.train.seen_audio import SEEN_AUDIO_LOG  # noqa: F401 (re-exported)
 from espnet2.train.trainer import Trainer, TrainerOptions
 from espnet2.utils.build_dataclass import build_dataclass
 from espnet2.utils.types import float_or_none, str2bool
@@ -209,9 +210,6 @@ class SeenHoursBudget:
             yield batch
             micro_batches += 1
         self._check(micro_batches)  # the epoch's last batch may spend the budget
-
-
-SEEN_AUDIO_LOG = "seen_audio.jsonl"
 
 
 def is_main_rank() -> bool:
