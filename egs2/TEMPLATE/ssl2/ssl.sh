@@ -720,7 +720,7 @@ finetune_all() {
     finetune_run
 }
 
-# train_in_background EXP STAMP UNIT ARGS THREADS: the training of finetune_all, EXP set
+# train_in_background EXP STAMP UNIT ARGS THREADS: the training of finetune_run, EXP set
 # up, once per STAMP; THREADS (if not empty) is its OMP_NUM_THREADS
 train_in_background() {
     local exp=$1 stamp=$2 unit=$3 args=$4 threads=$5
@@ -728,7 +728,7 @@ train_in_background() {
     run_stamped "${exp}/.done" "${stamp}" "${exp}" train_asr "${exp}" "${unit}" "${args}"
 }
 
-# train_asr EXP UNIT ARGS: asr_train of EXP/train_config.yaml (set up by finetune_all)
+# train_asr EXP UNIT ARGS: asr_train of EXP/train_config.yaml (set up by finetune_setup)
 train_asr() {
     local exp=$1 unit=$2 args=$3
     local stats data_opts

@@ -42,17 +42,22 @@ kmeans_fraction=0.1 kmeans_max_frames=1000 kmeans_seed=0 keep_target_feats=true
 """
 
 
-def run_pieces(cwd: Path, body: str) -> str:
-    """``body`` after the settings, ssl.sh's functions and the stubs; calls.txt."""
+def bash_pieces(cwd: Path, body: str) -> subprocess.CompletedProcess:
+    """``body`` run by bash after the settings, ssl.sh's functions and the stubs."""
     script = SSL_SH.read_text()
     functions = "".join(shell_function(script, name) for name in FUNCTIONS)
-    result = subprocess.run(
+    return subprocess.run(
         ["bash", "-c", SETTINGS + functions + STUBS + body],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def run_pieces(cwd: Path, body: str) -> str:
+    """``body`` run by bash_pieces, which must succeed; calls.txt."""
+    result = bash_pieces(cwd, body)
     assert result.returncode == 0, result.stderr
     calls = cwd / "calls.txt"
     return calls.read_text() if calls.exists() else ""
@@ -176,15 +181,7 @@ def test_finetune_jobs_trains_that_many_at_once(recipe, jobs, ngpu, order):
 
 def test_a_failed_fine_tuning_stops_the_stage_after_the_others_finish(recipe):
     body = "finetune_jobs=2\n" + TIMED_TRAINING + TWO_RUNS.replace("exp/b", "exp/bad")
-    script = SSL_SH.read_text()
-    functions = "".join(shell_function(script, name) for name in FUNCTIONS)
-    result = subprocess.run(
-        ["bash", "-c", SETTINGS + functions + STUBS + body],
-        cwd=recipe,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = bash_pieces(recipe, body)
     assert result.returncode == 1
     assert "fine-tuning failed: exp/bad" in result.stderr
     assert "end exp/a" in (recipe / "calls.txt").read_text()
